@@ -1,0 +1,46 @@
+//! Tracing set up the same way in both services.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// Reads `LOG_FORMAT`: `json` selects JSON; anything else, or unset, text.
+    pub fn from_env() -> Self {
+        match std::env::var("LOG_FORMAT") {
+            Ok(value) if value.eq_ignore_ascii_case("json") => Self::Json,
+            _ => Self::Text,
+        }
+    }
+}
+
+/// Installs the global subscriber: filter from `RUST_LOG` (default `info`),
+/// written to stderr in `format`. Calling it twice is harmless (the second
+/// call does nothing), so tests may call it freely.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    // Already installed (a second init in one process): keep the first.
+    let _ = result;
+}
