@@ -1,0 +1,46 @@
+# wsauth: the two commands a new machine needs are `make run` and `make test`.
+# Everything they need is set up here or in the scripts they call.
+
+CARGO ?= cargo
+# Test threads: each end-to-end test starts its own redis-server, auth and
+# gateway processes; a few at a time keeps a 2-core machine responsive.
+TEST_THREADS ?= 4
+
+.PHONY: run test build bench bench-micro jwt fmt lint clean
+
+## run: the whole stack locally (redis-server when on PATH, else the embedded store; auth; one gateway)
+run:
+	@bash deploy/run-local.sh
+
+## test: every unit, conformance and end-to-end test, against private redis-servers on free ports
+test:
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
+
+## build: debug binaries in target/debug
+build:
+	$(CARGO) build --workspace --bins
+
+## bench: the load generator against a private stack (release build); prints JSON lines and a markdown table
+bench:
+	$(CARGO) build --release --workspace --bins
+	ulimit -n 20000 && ./target/release/wsauth-bench $(BENCH_ARGS)
+
+## bench-micro: criterion micro-benchmarks of the hot functions
+bench-micro:
+	$(CARGO) bench --workspace
+
+## jwt: print a development JWT for SUB (default alice) signed with `make run`'s secret
+jwt:
+	@bash deploy/run-local.sh --mint-jwt $(or $(SUB),alice)
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf .run
