@@ -24,7 +24,11 @@ impl TestRedis {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("wsauth-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("the temp dir is writable");
-        let mut redis = Self { port, dir, child: None };
+        let mut redis = Self {
+            port,
+            dir,
+            child: None,
+        };
         redis.start();
         redis
     }
@@ -79,7 +83,11 @@ impl TestRedis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.is_up() {
-            assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
