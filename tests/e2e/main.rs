@@ -1,1 +1,23 @@
-//! e2e
+//! End-to-end tests: the real `wsauth-auth` and `wsauth-gateway` binaries, a
+//! private `redis-server` per test, real gRPC and WebSocket clients.
+//! Run `cargo build --bins` first (`make test` does); `TEST_LOG=1` shows the
+//! services' logs.
+//!
+//! - `handshake`: `/token/ws` and the `/ws` upgrade (phase 1), every HTTP status;
+//! - `session`: the jwt frame (phase 2), its close codes, echo, refresh, expiry;
+//! - `limits`: binary and oversized frames, rate limit, registry leak check;
+//! - `backpressure`: a slow consumer beside a fast one;
+//! - `delivery`: broadcasts and direct messages across replicas, `since`, grpcurl;
+//! - `revocation`: RevokeUser and RevokeJwt;
+//! - `faults`: auth or Redis going away;
+//! - `shutdown`: SIGTERM.
+#![forbid(unsafe_code)]
+
+mod backpressure;
+mod delivery;
+mod faults;
+mod handshake;
+mod limits;
+mod revocation;
+mod session;
+mod shutdown;

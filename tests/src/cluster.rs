@@ -23,10 +23,23 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn spawn(auths: usize, gateways: usize, options: GatewayOptions) -> Self {
+        Self::spawn_with(auths, gateways, AuthOptions::default(), options).await
+    }
+
+    /// One Redis, one auth, one gateway.
+    pub async fn single(auth: AuthOptions, gateway: GatewayOptions) -> Self {
+        Self::spawn_with(1, 1, auth, gateway).await
+    }
+
+    pub async fn spawn_with(
+        auths: usize,
+        gateways: usize,
+        auth_options: AuthOptions,
+        options: GatewayOptions,
+    ) -> Self {
         let redis = TestRedis::spawn();
         let auths =
-            join_all((0..auths).map(|_| TestAuth::spawn(Some(&redis), AuthOptions::default())))
-                .await;
+            join_all((0..auths).map(|_| TestAuth::spawn(Some(&redis), auth_options.clone()))).await;
         let refs: Vec<&TestAuth> = auths.iter().collect();
         let gateways =
             join_all((0..gateways).map(|_| TestGateway::spawn(&refs, options.clone()))).await;
@@ -35,6 +48,16 @@ impl Cluster {
             auths,
             gateways,
         }
+    }
+
+    /// The first auth replica.
+    pub fn auth(&self) -> &TestAuth {
+        &self.auths[0]
+    }
+
+    /// The first gateway.
+    pub fn gateway(&self) -> &TestGateway {
+        &self.gateways[0]
     }
 
     /// Waits until every gateway's `/readyz` is 200.

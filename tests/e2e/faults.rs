@@ -1,0 +1,228 @@
+//! Auth replicas and Redis going away while clients are connected.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::future::join_all;
+use tonic::Code;
+use wsauth_tests::{
+    AuthOptions, Cluster, GatewayOptions, Jwt, STEP, TestAuth, WsClient, collect_events,
+    wait_until, warm_up,
+};
+
+#[tokio::test]
+async fn with_auth_killed_new_handshakes_get_503_and_established_connections_keep_echoing() {
+    let mut stack = Cluster::single(AuthOptions::default(), GatewayOptions::default()).await;
+    let mut clients = vec![
+        WsClient::authenticated(stack.gateway(), "alice").await,
+        WsClient::authenticated(stack.gateway(), "bob").await,
+    ];
+    let jwt = Jwt::for_user("carol").sign();
+    let token = stack.gateway().ws_token(&jwt).await;
+
+    stack.auths[0].kill().await;
+
+    assert_eq!(stack.gateway().token_ws(Some(&jwt)).await.status, 503);
+    assert_eq!(
+        WsClient::connect(stack.gateway().addr(), &token, None)
+            .await
+            .err(),
+        Some(503)
+    );
+    for client in &mut clients {
+        client.echo("auth is gone").await;
+        client.echo("and still echoing").await;
+    }
+}
+
+#[tokio::test]
+async fn auth_killed_during_phase_two_closes_with_1011() {
+    let mut stack = Cluster::single(
+        AuthOptions::default(),
+        GatewayOptions::default().auth_call_timeout_ms(500),
+    )
+    .await;
+    let jwt = Jwt::for_user("alice").sign();
+    let token = stack.gateway().ws_token(&jwt).await;
+    let mut client = WsClient::connect(stack.gateway().addr(), &token, None)
+        .await
+        .expect("upgrade");
+
+    stack.auths[0].kill().await;
+    client.send_jwt(&jwt).await;
+
+    client.expect_close(1011, STEP).await;
+}
+
+#[tokio::test]
+async fn an_auth_restarted_on_the_same_address_serves_handshakes_and_events_again() {
+    let mut stack = Cluster::single(AuthOptions::default(), GatewayOptions::default()).await;
+    stack.wait_ready().await;
+    let mut alice = WsClient::authenticated(stack.gateway(), "alice").await;
+
+    stack.auths[0].restart().await;
+
+    stack.gateway().wait_ready(Duration::from_secs(20)).await;
+    let mut bob = WsClient::authenticated(stack.gateway(), "bob").await;
+    warm_up(stack.auth(), &mut [&mut alice, &mut bob]).await;
+    let id = stack.auth().publish("after restart", None).await;
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(client.recv_type("broadcast", STEP).await["id"], id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_auth_replica_while_publishing_through_the_other_loses_or_duplicates_no_event()
+{
+    const EVENTS: usize = 60;
+    let mut cluster = Cluster::spawn(2, 3, GatewayOptions::default()).await;
+    cluster.wait_ready().await;
+    let mut clients = Vec::new();
+    for (g, gateway) in cluster.gateways.iter().enumerate() {
+        for c in 0..4 {
+            clients.push(WsClient::authenticated(gateway, &format!("user-{g}-{c}")).await);
+        }
+    }
+    warm_up(
+        &cluster.auths[1],
+        &mut clients.iter_mut().collect::<Vec<_>>(),
+    )
+    .await;
+
+    let survivor = cluster.auths.pop().expect("two replicas");
+    let mut victim = cluster.auths.pop().expect("two replicas");
+    let halfway = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let halfway = halfway.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..EVENTS {
+                if i == EVENTS / 2 {
+                    halfway.store(true, Ordering::SeqCst);
+                }
+                ids.push(survivor.publish(&format!("ev-{i:03}"), None).await);
+                // Spread the publishes over the failover window.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (survivor, ids)
+        })
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "half of the events are published",
+        || async { halfway.load(Ordering::SeqCst) },
+    )
+    .await;
+    victim.kill().await;
+    let (survivor, ids) = publisher.await.expect("the publisher does not panic");
+
+    let received = join_all(
+        clients
+            .iter_mut()
+            .map(|c| collect_events(c, "ev-", EVENTS, Duration::from_secs(40))),
+    )
+    .await;
+    for (client, events) in clients.iter().zip(received) {
+        let got: Vec<&str> = events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            got,
+            ids,
+            "{:?}: every event once, in order, across the failover",
+            client.user()
+        );
+    }
+    let end = survivor.publish("end", None).await;
+    for client in &mut clients {
+        assert_eq!(
+            collect_events(client, "end", 1, STEP).await[0]["id"],
+            end,
+            "{:?}: no duplicates",
+            client.user()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_gateways_resubscribe_and_delivery_resumes() {
+    let mut cluster = Cluster::spawn_with(
+        2,
+        3,
+        AuthOptions::default().env("REDIS_TIMEOUT_MS", 500),
+        GatewayOptions::default(),
+    )
+    .await;
+    cluster.wait_ready().await;
+    let mut clients = Vec::new();
+    for (g, gateway) in cluster.gateways.iter().enumerate() {
+        clients.push(WsClient::authenticated(gateway, &format!("user-{g}")).await);
+    }
+    warm_up(
+        &cluster.auths[0],
+        &mut clients.iter_mut().collect::<Vec<_>>(),
+    )
+    .await;
+    let before = cluster.auths[0].publish("before", None).await;
+
+    cluster.redis.restart();
+
+    for gateway in &cluster.gateways {
+        gateway.wait_ready(Duration::from_secs(30)).await;
+    }
+    // Until every gateway has resubscribed on the new stream epoch, a warm-up may be missed.
+    warm_up(
+        &cluster.auths[1],
+        &mut clients.iter_mut().collect::<Vec<_>>(),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            cluster.auths[i % 2]
+                .publish(&format!("resumed-{i}"), None)
+                .await,
+        );
+    }
+    assert_ne!(
+        ids[0].split(':').next(),
+        before.split(':').next(),
+        "a new stream epoch after Redis lost the stream"
+    );
+    for client in &mut clients {
+        let events = collect_events(client, "resumed-", ids.len(), Duration::from_secs(20)).await;
+        let got: Vec<&str> = events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(got, ids, "{:?}", client.user());
+        client.echo("still connected").await;
+    }
+}
+
+#[tokio::test]
+async fn publish_with_redis_down_fails_with_unavailable_within_its_deadline() {
+    let mut redis = wsauth_tests::TestRedis::spawn();
+    let auth = TestAuth::spawn(
+        Some(&redis),
+        AuthOptions::default().env("REDIS_TIMEOUT_MS", 500),
+    )
+    .await;
+    auth.publish("while up", None).await;
+
+    redis.kill();
+
+    let started = std::time::Instant::now();
+    let status = auth
+        .try_publish("while down", None)
+        .await
+        .expect_err("Redis is down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
