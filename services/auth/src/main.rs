@@ -1,1 +1,25 @@
-fn main() {}
+//! `wsauth-auth`: parse the config, set up logging, bind, and serve (or mint a JWT).
+#![forbid(unsafe_code)]
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use wsauth_auth::config::{Command, Config};
+use wsauth_shared::telemetry::{self, LogFormat};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    if let Some(Command::MintJwt { sub, ttl_s }) = &config.command {
+        let jwt = wsauth_auth::mint::mint_jwt(&config, sub, *ttl_s)?;
+        println!("{jwt}");
+        return Ok(());
+    }
+    telemetry::init(LogFormat::from_env());
+    let listener = tokio::net::TcpListener::bind(config.auth_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.auth_listen))?;
+    let addr = listener.local_addr().context("listener address")?;
+    tracing::info!(addr = %addr, "listening");
+    wsauth_auth::run(config, listener, wsauth_shared::shutdown::signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The auth service's settings: every one a `--kebab-case` flag and an env var.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+/// The minimum number of events the stream keeps (the contract's delivery guarantee).
+pub const MIN_EVENT_RETENTION: u64 = 10_000;
+
+/// `wsauth-auth`: ws tokens, JWT verification, revocation and the broadcast stream over gRPC.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "wsauth-auth", version, about)]
+pub struct Config {
+    /// Address to listen on for gRPC (port 0 picks a free port).
+    #[arg(long, env = "AUTH_LISTEN", default_value = "127.0.0.1:50051")]
+    pub auth_listen: SocketAddr,
+
+    /// Redis URL; absent: an embedded in-memory store that serves one auth replica only.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<SecretString>,
+
+    /// Shared secret for HS256 JWTs (also signs `mint-jwt` tokens).
+    #[arg(long, env = "JWT_HS256_SECRET")]
+    pub jwt_hs256_secret: Option<SecretString>,
+
+    /// PEM public key for RS256, ES256 or EdDSA JWTs (the algorithm follows the key type).
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// JWKS file whose keys are selected by the JWT header's `kid`.
+    #[arg(long, env = "JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Allowed clock skew for `exp`/`nbf`, in seconds.
+    #[arg(long, env = "JWT_LEEWAY_S", default_value_t = 30)]
+    pub jwt_leeway_s: u64,
+
+    /// Lifetime of a ws token, in seconds (enforced by Redis itself).
+    #[arg(long, env = "WS_TOKEN_TTL_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_token_ttl_s: u64,
+
+    /// Let a ws token be validated again until it expires (default: single use).
+    #[arg(long, env = "WS_TOKEN_REUSE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub ws_token_reuse: bool,
+
+    /// Keys accepted for the gateway RPCs (comma-separated).
+    #[arg(long, env = "INTERNAL_API_KEYS", value_delimiter = ',')]
+    pub internal_api_keys: Vec<SecretString>,
+
+    /// Keys accepted for every RPC, including Publish and Revoke* (comma-separated).
+    #[arg(long, env = "ADMIN_API_KEYS", value_delimiter = ',')]
+    pub admin_api_keys: Vec<SecretString>,
+
+    /// Largest Publish `data`, in bytes.
+    #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = 65_536)]
+    pub max_event_bytes: usize,
+
+    /// Events kept in the stream (approximately, never fewer; minimum 10000).
+    #[arg(long, env = "EVENT_RETENTION", default_value_t = MIN_EVENT_RETENTION,
+          value_parser = clap::value_parser!(u64).range(MIN_EVENT_RETENTION..))]
+    pub event_retention: u64,
+
+    /// Deadline of every Redis call, in milliseconds.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_timeout_ms: u64,
+
+    /// How long in-flight calls may finish after a shutdown signal, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_S", default_value_t = 10)]
+    pub shutdown_grace_s: u64,
+
+    /// A one-off command instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands of `wsauth-auth`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Prints a JWT signed with JWT_HS256_SECRET (for development and tests).
+    MintJwt {
+        /// The `sub` (user id) of the JWT.
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_s: u64,
+    },
+}
+
+impl Config {
+    /// A config with the defaults, listening on 127.0.0.1:0 with the in-memory
+    /// store and the given HS256 secret: the starting point for tests and tools.
+    pub fn with_hs256_secret(secret: &str) -> Self {
+        Self {
+            auth_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            redis_url: None,
+            jwt_hs256_secret: Some(SecretString::from(secret)),
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_s: 30,
+            ws_token_ttl_s: 60,
+            ws_token_reuse: false,
+            internal_api_keys: Vec::new(),
+            admin_api_keys: Vec::new(),
+            max_event_bytes: 65_536,
+            event_retention: MIN_EVENT_RETENTION,
+            redis_timeout_ms: 1000,
+            shutdown_grace_s: 10,
+            command: None,
+        }
+    }
+
+    /// The deadline of each Redis call.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// The bound on graceful shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_s)
+    }
+}

@@ -1,0 +1,54 @@
+//! The errors of the auth domain and their one mapping to gRPC status codes.
+
+use tonic::Status;
+
+use crate::store::StoreError;
+
+/// Why a request failed, in the contract's terms.
+///
+/// Messages of the client-facing variants are safe to send; the causes held by
+/// [`AuthError::Store`] are logged and replaced by a generic message.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A field is empty or over its limit.
+    #[error("{0}")]
+    InvalidArgument(&'static str),
+    /// A missing or wrong caller key, or a bad, expired or revoked credential.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The requested event id is no longer retained or belongs to another stream epoch.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A subscriber fell too far behind the live stream.
+    #[error("subscriber too slow: resume with after_id set to the last event id received")]
+    Lagged,
+    /// A local failure that is not the caller's fault (e.g. no randomness).
+    #[error("{0}")]
+    Internal(&'static str),
+    /// The store failed (unreachable, timed out, or returned something unexpected).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::InvalidArgument(message) => Status::invalid_argument(message),
+            AuthError::Unauthenticated(message) => Status::unauthenticated(message),
+            AuthError::OutOfRange(message) => Status::out_of_range(message),
+            AuthError::Lagged => Status::resource_exhausted(AuthError::Lagged.to_string()),
+            AuthError::Internal(cause) => {
+                tracing::error!(cause, "internal error");
+                Status::internal("internal error")
+            }
+            AuthError::Store(StoreError::Unavailable(cause)) => {
+                tracing::warn!(%cause, "store unavailable");
+                Status::unavailable("the store (Redis) is unavailable")
+            }
+            AuthError::Store(StoreError::Corrupt(cause)) => {
+                tracing::error!(%cause, "store returned unexpected data");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

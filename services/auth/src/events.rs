@@ -1,0 +1,358 @@
+//! The broadcast event stream: ids, events, and the resumable read path
+//! (History and Subscribe) on top of a [`Store`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::error::AuthError;
+use crate::store::Store;
+
+/// How many events one store read returns, for History and Subscribe catch-up.
+const READ_CHUNK: usize = 500;
+/// History's default and maximum `limit`.
+pub const HISTORY_MAX: usize = 1000;
+
+/// A position inside one epoch of the stream: Redis's `<ms>-<seq>`, ordered numerically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StreamSeq {
+    /// Milliseconds part (the append time).
+    pub ms: u64,
+    /// Sequence within the millisecond.
+    pub seq: u64,
+}
+
+impl FromStr for StreamSeq {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (ms, seq) = s.split_once('-').ok_or(())?;
+        Ok(Self {
+            ms: ms.parse().map_err(|_| ())?,
+            seq: seq.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+impl fmt::Display for StreamSeq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// An event id, `"<epoch>:<ms>-<seq>"`. Ids compare only within one epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventId {
+    /// The stream epoch: random hex, new whenever the stream is (re)created.
+    pub epoch: String,
+    /// The position within the epoch.
+    pub seq: StreamSeq,
+}
+
+/// An event id string that does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadEventId;
+
+impl FromStr for EventId {
+    type Err = BadEventId;
+    fn from_str(s: &str) -> Result<Self, BadEventId> {
+        let (epoch, seq) = s.split_once(':').ok_or(BadEventId)?;
+        if epoch.is_empty() || !epoch.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(BadEventId);
+        }
+        Ok(Self {
+            epoch: epoch.to_owned(),
+            seq: seq.parse().map_err(|()| BadEventId)?,
+        })
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.seq)
+    }
+}
+
+/// A new random epoch: 8 hex digits.
+pub fn new_epoch() -> String {
+    let bytes: [u8; 4] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What an event asks the gateways to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// `data` for every authenticated connection.
+    Broadcast,
+    /// `data` for the connections of `user_id`.
+    Direct,
+    /// Close the connections of `user_id` (RevokeUser).
+    Disconnect,
+}
+
+impl EventKind {
+    /// The one-letter tag stored with the event.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::Broadcast => "b",
+            Self::Direct => "d",
+            Self::Disconnect => "x",
+        }
+    }
+
+    /// Reads [`EventKind::tag`].
+    pub fn from_tag(tag: &[u8]) -> Option<Self> {
+        match tag {
+            b"b" => Some(Self::Broadcast),
+            b"d" => Some(Self::Direct),
+            b"x" => Some(Self::Disconnect),
+            _ => None,
+        }
+    }
+}
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// What to do.
+    pub kind: EventKind,
+    /// The target user (DIRECT, DISCONNECT).
+    pub user_id: Option<String>,
+    /// The payload (empty for DISCONNECT).
+    pub data: String,
+}
+
+/// An appended event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Its id; `id.seq.ms` is the append time.
+    pub id: EventId,
+    /// What to do.
+    pub kind: EventKind,
+    /// The target user (DIRECT, DISCONNECT).
+    pub user_id: Option<String>,
+    /// The payload.
+    pub data: String,
+}
+
+impl Event {
+    /// Whether History for `user_id` (None: broadcasts only) includes this event.
+    pub fn is_for(&self, user_id: Option<&str>) -> bool {
+        match self.kind {
+            EventKind::Broadcast => true,
+            EventKind::Direct | EventKind::Disconnect => {
+                user_id.is_some() && self.user_id.as_deref() == user_id
+            }
+        }
+    }
+}
+
+/// One read from the stream, with what the caller needs to judge `after`.
+#[derive(Debug, Clone, Default)]
+pub struct EventChunk {
+    /// The stream's current epoch; None when the stream does not exist.
+    pub epoch: Option<String>,
+    /// The newest position removed by trimming, if any.
+    pub max_deleted: Option<StreamSeq>,
+    /// Events strictly after the requested id, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// The read side of the stream: History and resumable subscriptions.
+#[derive(Clone)]
+pub struct Events {
+    store: Arc<dyn Store>,
+}
+
+impl Events {
+    /// Reads through `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Appends an event.
+    pub async fn publish(&self, event: NewEvent) -> Result<Event, AuthError> {
+        Ok(self.store.append(event).await?)
+    }
+
+    /// The retained events after `after` meant for everyone or for `user_id`, oldest first.
+    pub async fn history(
+        &self,
+        after: &EventId,
+        user_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>, AuthError> {
+        let limit = limit.clamp(1, HISTORY_MAX);
+        let mut cursor = after.clone();
+        let mut out = Vec::new();
+        loop {
+            let chunk = self.read_checked(&cursor, READ_CHUNK).await?;
+            let done = chunk.len() < READ_CHUNK;
+            if let Some(last) = chunk.last() {
+                cursor = last.id.clone();
+            }
+            for event in chunk.into_iter().filter(|e| e.is_for(user_id)) {
+                out.push(event);
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A subscription to every event: first the retained ones after `after`
+    /// (when given), then live ones, with no gap and no duplicate between them.
+    pub async fn subscribe(&self, after: Option<EventId>) -> Result<Subscription, AuthError> {
+        // Subscribe to the live fan-out *before* reading history: whatever is
+        // appended after the read shows up here, and duplicates are skipped by id.
+        let live = self.store.live();
+        let mut subscription = Subscription {
+            events: self.clone(),
+            live,
+            pending: VecDeque::new(),
+            catching_up: after.is_some(),
+            cursor: after,
+        };
+        // Judge `after` now, so a stale id fails the call rather than the stream.
+        if subscription.catching_up {
+            subscription.fill().await?;
+        }
+        Ok(subscription)
+    }
+
+    /// Reads after `after`, refusing ids of another epoch or older than retention.
+    async fn read_checked(&self, after: &EventId, count: usize) -> Result<Vec<Event>, AuthError> {
+        let chunk = self.store.read_after(after, count).await?;
+        match chunk.epoch.as_deref() {
+            Some(epoch) if epoch == after.epoch => {}
+            Some(epoch) => {
+                return Err(AuthError::OutOfRange(format!(
+                    "event id {after} is from another stream epoch (current epoch {epoch}): \
+                     events may have been lost; resubscribe without after_id"
+                )));
+            }
+            None => {
+                return Err(AuthError::OutOfRange(format!(
+                    "event id {after} is from an earlier stream epoch (the stream is empty now): \
+                     events may have been lost; resubscribe without after_id"
+                )));
+            }
+        }
+        if let Some(max_deleted) = chunk.max_deleted
+            && after.seq < max_deleted
+        {
+            return Err(AuthError::OutOfRange(format!(
+                "event id {after} is older than the retained events; resubscribe without after_id"
+            )));
+        }
+        Ok(chunk.events)
+    }
+}
+
+/// A live, resumable view of the stream. Pull with [`Subscription::next`].
+pub struct Subscription {
+    events: Events,
+    live: broadcast::Receiver<Arc<Event>>,
+    pending: VecDeque<Arc<Event>>,
+    catching_up: bool,
+    /// The last event handed out (or the `after` id): live events at or before it are skipped.
+    cursor: Option<EventId>,
+}
+
+impl Subscription {
+    /// The next event. `Ok(None)` when the store's fan-out ended (shutdown);
+    /// `OutOfRange` when the stream was reset under a live subscriber (a new
+    /// epoch: events may have been lost); `Lagged` when it fell behind.
+    pub async fn next(&mut self) -> Result<Option<Arc<Event>>, AuthError> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                self.cursor = Some(event.id.clone());
+                return Ok(Some(event));
+            }
+            if self.catching_up {
+                self.fill().await?;
+                continue;
+            }
+            let event = match self.live.recv().await {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(_)) => return Err(AuthError::Lagged),
+                Err(broadcast::error::RecvError::Closed) => return Ok(None),
+            };
+            if let Some(cursor) = &self.cursor {
+                if cursor.epoch != event.id.epoch {
+                    return Err(AuthError::OutOfRange(format!(
+                        "the event stream was reset (epoch {} replaced by {}): events may have \
+                         been lost; resubscribe without after_id",
+                        cursor.epoch, event.id.epoch
+                    )));
+                }
+                if event.id.seq <= cursor.seq {
+                    continue;
+                }
+            }
+            self.cursor = Some(event.id.clone());
+            return Ok(Some(event));
+        }
+    }
+
+    /// Reads the next history chunk into `pending`; the last short chunk ends catch-up.
+    async fn fill(&mut self) -> Result<(), AuthError> {
+        let Some(cursor) = &self.cursor else {
+            self.catching_up = false;
+            return Ok(());
+        };
+        let chunk = self.events.read_checked(cursor, READ_CHUNK).await?;
+        if chunk.len() < READ_CHUNK {
+            self.catching_up = false;
+        }
+        if let Some(last) = chunk.last() {
+            // Advance now so the next fill continues after this chunk even
+            // before the caller has drained `pending`.
+            self.cursor = Some(last.id.clone());
+        }
+        self.pending.extend(chunk.into_iter().map(Arc::new));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_parse_and_print() {
+        let id: EventId = "ab12:1700000000000-3".parse().expect("valid id");
+        assert_eq!(id.epoch, "ab12");
+        assert_eq!(
+            id.seq,
+            StreamSeq {
+                ms: 1_700_000_000_000,
+                seq: 3
+            }
+        );
+        assert_eq!(id.to_string(), "ab12:1700000000000-3");
+        for bad in [
+            "",
+            "ab12",
+            ":1-2",
+            "ab12:1",
+            "ab12:x-1",
+            "ab:12:1-2",
+            "a b:1-2",
+        ] {
+            assert_eq!(bad.parse::<EventId>(), Err(BadEventId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn positions_order_numerically() {
+        let a: StreamSeq = "9-5".parse().expect("valid");
+        let b: StreamSeq = "10-0".parse().expect("valid");
+        assert!(a < b);
+    }
+}

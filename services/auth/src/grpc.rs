@@ -1,0 +1,74 @@
+//! The gRPC edge: proto types stop here. Handlers check the caller and the
+//! input limits, call the domain, and map its errors through `From<AuthError> for Status`.
+
+use prost_types::Timestamp;
+
+use crate::error::AuthError;
+
+pub mod auth_service;
+pub mod broadcast_service;
+
+pub use auth_service::AuthGrpc;
+pub use broadcast_service::BroadcastGrpc;
+
+/// Largest JWT or ws token accepted.
+pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
+/// Largest user id, jti, gateway id or event id accepted.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// INVALID_ARGUMENT when `value` is empty or longer than `max` bytes.
+fn check(
+    value: &str,
+    max: usize,
+    empty: &'static str,
+    too_long: &'static str,
+) -> Result<(), AuthError> {
+    if value.is_empty() {
+        Err(AuthError::InvalidArgument(empty))
+    } else if value.len() > max {
+        Err(AuthError::InvalidArgument(too_long))
+    } else {
+        Ok(())
+    }
+}
+
+/// Unix ms → protobuf Timestamp.
+fn timestamp(ms: u64) -> Timestamp {
+    Timestamp {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+/// Protobuf Timestamp → Unix ms (times before 1970 clamp to 0).
+fn millis(ts: &Timestamp) -> u64 {
+    let seconds = u64::try_from(ts.seconds).unwrap_or(0);
+    let nanos = u64::try_from(ts.nanos).unwrap_or(0);
+    seconds
+        .saturating_mul(1000)
+        .saturating_add(nanos / 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_in_millis() {
+        assert_eq!(millis(&timestamp(1_700_000_000_123)), 1_700_000_000_123);
+        assert_eq!(
+            millis(&Timestamp {
+                seconds: -5,
+                nanos: 0
+            }),
+            0
+        );
+    }
+
+    #[test]
+    fn limits_reject_empty_and_long() {
+        assert!(check("", 3, "e", "l").is_err());
+        assert!(check("abcd", 3, "e", "l").is_err());
+        assert!(check("abc", 3, "e", "l").is_ok());
+    }
+}

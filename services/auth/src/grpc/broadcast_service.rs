@@ -1,0 +1,201 @@
+//! `wsauth.v1.BroadcastService`.
+
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use wsauth_shared::proto::broadcast_service_server::BroadcastService;
+use wsauth_shared::proto::{
+    self, EventKind as ProtoKind, HistoryRequest, HistoryResponse, PublishRequest, PublishResponse,
+    SubscribeRequest,
+};
+
+use super::{MAX_ID_BYTES, check, timestamp};
+use crate::caller::{Caller, Role};
+use crate::error::AuthError;
+use crate::events::{Event, EventId, EventKind, Events, HISTORY_MAX, NewEvent, Subscription};
+
+/// Events buffered per subscriber between its producer task and the transport.
+const SUBSCRIBER_QUEUE: usize = 256;
+
+/// The BroadcastService handlers.
+#[derive(Clone)]
+pub struct BroadcastGrpc {
+    events: Events,
+    max_event_bytes: usize,
+    shutdown: CancellationToken,
+}
+
+impl BroadcastGrpc {
+    /// Serves `events`; subscriptions end when `shutdown` is cancelled.
+    pub fn new(events: Events, max_event_bytes: usize, shutdown: CancellationToken) -> Self {
+        Self {
+            events,
+            max_event_bytes,
+            shutdown,
+        }
+    }
+}
+
+fn parse_event_id(id: &str) -> Result<EventId, AuthError> {
+    check(
+        id,
+        MAX_ID_BYTES,
+        "after_id is empty",
+        "after_id is longer than 256 bytes",
+    )?;
+    id.parse()
+        .map_err(|_| AuthError::InvalidArgument("after_id is not an event id"))
+}
+
+fn to_proto(event: &Event) -> proto::Event {
+    let kind = match event.kind {
+        EventKind::Broadcast => ProtoKind::Broadcast,
+        EventKind::Direct => ProtoKind::Direct,
+        EventKind::Disconnect => ProtoKind::Disconnect,
+    };
+    proto::Event {
+        id: event.id.to_string(),
+        kind: kind.into(),
+        data: event.data.clone(),
+        user_id: event.user_id.clone().unwrap_or_default(),
+        published_at: Some(timestamp(event.id.seq.ms)),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl BroadcastService for BroadcastGrpc {
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        Caller::of(&request).require(Role::Admin)?;
+        let request = request.into_inner();
+        if request.data.is_empty() {
+            return Err(AuthError::InvalidArgument("data is empty").into());
+        }
+        if request.data.len() > self.max_event_bytes {
+            return Err(AuthError::InvalidArgument("data is longer than MAX_EVENT_BYTES").into());
+        }
+        let kind = match &request.user_id {
+            Some(user_id) => {
+                check(
+                    user_id,
+                    MAX_ID_BYTES,
+                    "user_id is empty",
+                    "user_id is longer than 256 bytes",
+                )?;
+                EventKind::Direct
+            }
+            None => EventKind::Broadcast,
+        };
+        let event = self
+            .events
+            .publish(NewEvent {
+                kind,
+                user_id: request.user_id,
+                data: request.data,
+            })
+            .await?;
+        Ok(Response::new(PublishResponse {
+            id: event.id.to_string(),
+        }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        Caller::of(&request).require(Role::Internal)?;
+        let request = request.into_inner();
+        let after = parse_event_id(&request.after_id)?;
+        if let Some(user_id) = &request.user_id {
+            check(
+                user_id,
+                MAX_ID_BYTES,
+                "user_id is empty",
+                "user_id is longer than 256 bytes",
+            )?;
+        }
+        // 0 is proto3's "unset": the default.
+        let limit = match request.limit {
+            None | Some(0) => HISTORY_MAX,
+            Some(n) => usize::try_from(n).unwrap_or(HISTORY_MAX),
+        };
+        let events = self
+            .events
+            .history(&after, request.user_id.as_deref(), limit)
+            .await?;
+        Ok(Response::new(HistoryResponse {
+            events: events.iter().map(to_proto).collect(),
+        }))
+    }
+
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Caller::of(&request).require(Role::Internal)?;
+        let request = request.into_inner();
+        let gateway_id = request.gateway_id;
+        check(
+            &gateway_id,
+            MAX_ID_BYTES,
+            "gateway_id is empty",
+            "gateway_id is longer than 256 bytes",
+        )?;
+        let after = request
+            .after_id
+            .as_deref()
+            .map(parse_event_id)
+            .transpose()?;
+        let subscription = self.events.subscribe(after.clone()).await?;
+        tracing::info!(%gateway_id, after_id = ?after.map(|id| id.to_string()), "subscriber joined");
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        tokio::spawn(forward(subscription, tx, self.shutdown.clone(), gateway_id));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Moves events from a subscription to the client until it leaves, the
+/// subscription fails (sent as the stream's final status), or shutdown.
+async fn forward(
+    mut subscription: Subscription,
+    tx: mpsc::Sender<Result<proto::Event, Status>>,
+    shutdown: CancellationToken,
+    gateway_id: String,
+) {
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tx.closed() => break,
+            next = subscription.next() => next,
+        };
+        let item = match next {
+            Ok(Some(event)) => Ok(to_proto(&event)),
+            Ok(None) => break,
+            Err(error) => {
+                tracing::info!(%gateway_id, %error, "subscription ended");
+                Err(Status::from(error))
+            }
+        };
+        let failed = item.is_err();
+        // A full queue waits here; meanwhile the fan-out keeps a bounded
+        // backlog and reports `Lagged` if this subscriber falls too far behind.
+        let sent = tokio::select! {
+            () = shutdown.cancelled() => break,
+            sent = tx.send(item) => sent,
+        };
+        if sent.is_err() || failed {
+            break;
+        }
+    }
+    tracing::info!(%gateway_id, "subscriber left");
+}

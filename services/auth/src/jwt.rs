@@ -1,0 +1,275 @@
+//! JWT verification: only the configured keys and algorithms, `sub` and `exp` required.
+
+use std::path::Path;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use crate::config::Config;
+
+/// The claims wsauth reads from a verified JWT.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    /// The user id. Defaulted only so that a missing `sub` is reported by
+    /// `required_spec_claims` as a missing claim, not as malformed JSON.
+    #[serde(default)]
+    pub sub: String,
+    /// Expiry, Unix seconds (presence enforced the same way).
+    #[serde(default)]
+    pub exp: u64,
+    /// Issued at, Unix seconds; compared with a user's revocation cutoff.
+    #[serde(default)]
+    pub iat: Option<u64>,
+    /// The JWT's id, for revocation by jti.
+    #[serde(default)]
+    pub jti: Option<String>,
+}
+
+/// Why a JWT was refused. Each message is safe to return to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
+pub enum JwtError {
+    /// Not three base64url parts with a JSON header.
+    Malformed,
+    /// No configured key for the header's alg / kid.
+    AlgorithmNotAllowed,
+    /// The signature does not verify.
+    BadSignature,
+    /// `exp` passed (beyond the leeway).
+    Expired,
+    /// `nbf` not reached (beyond the leeway).
+    NotYetValid,
+    /// `iss` differs from JWT_ISSUER.
+    WrongIssuer,
+    /// `aud` differs from JWT_AUDIENCE.
+    WrongAudience,
+    /// `sub`, `exp` (or configured `iss`/`aud`) missing or empty.
+    MissingClaim,
+    /// A claim has the wrong type.
+    BadClaims,
+}
+
+impl JwtError {
+    /// The reason, for the caller (names no key and no token).
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Malformed => "jwt is malformed",
+            Self::AlgorithmNotAllowed => "jwt algorithm or key not accepted",
+            Self::BadSignature => "jwt signature is invalid",
+            Self::Expired => "jwt has expired",
+            Self::NotYetValid => "jwt is not yet valid",
+            Self::WrongIssuer => "jwt issuer not accepted",
+            Self::WrongAudience => "jwt audience not accepted",
+            Self::MissingClaim => "jwt lacks a required claim (sub, exp)",
+            Self::BadClaims => "jwt claims are malformed",
+        }
+    }
+}
+
+/// Why the JWT settings could not be loaded (a startup error).
+#[derive(Debug, thiserror::Error)]
+pub enum JwtConfigError {
+    #[error("no JWT key configured: set JWT_HS256_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_FILE")]
+    NoKey,
+    #[error("JWT_HS256_SECRET is empty")]
+    EmptySecret,
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not an RSA, EC P-256 or Ed25519 public key in PEM form")]
+    BadPem { path: String },
+    #[error("{path} is not a JWKS file: {reason}")]
+    BadJwks { path: String, reason: String },
+}
+
+/// One verification key with the single algorithm it accepts.
+struct VerifyKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// Verifies JWTs against the configured keys. Cheap to share behind an `Arc`.
+pub struct JwtVerifier {
+    keys: Vec<VerifyKey>,
+}
+
+impl JwtVerifier {
+    /// Loads the keys named by the config; at least one is required.
+    pub fn from_config(config: &Config) -> Result<Self, JwtConfigError> {
+        let mut base = Validation::new(Algorithm::HS256);
+        base.set_required_spec_claims(&["exp", "sub"]);
+        base.validate_exp = true;
+        base.validate_nbf = true;
+        base.leeway = config.jwt_leeway_s;
+        if let Some(issuer) = &config.jwt_issuer {
+            base.set_issuer(&[issuer]);
+            base.required_spec_claims.insert("iss".into());
+        }
+        if let Some(audience) = &config.jwt_audience {
+            base.set_audience(&[audience]);
+            base.required_spec_claims.insert("aud".into());
+        } else {
+            // Without a configured audience, a token carrying `aud` is still fine.
+            base.validate_aud = false;
+        }
+        let with_alg = |alg: Algorithm| {
+            let mut validation = base.clone();
+            validation.algorithms = vec![alg];
+            validation
+        };
+
+        let mut keys = Vec::new();
+        if let Some(secret) = &config.jwt_hs256_secret {
+            let secret = secret.expose_secret();
+            if secret.is_empty() {
+                return Err(JwtConfigError::EmptySecret);
+            }
+            let key = DecodingKey::from_secret(secret.as_bytes())
+                .map_err(|_| JwtConfigError::EmptySecret)?;
+            keys.push(VerifyKey {
+                kid: None,
+                key,
+                validation: with_alg(Algorithm::HS256),
+            });
+        }
+        if let Some(path) = &config.jwt_public_key_file {
+            let pem = read(path)?;
+            let (key, alg) = pem_key(&pem).ok_or_else(|| JwtConfigError::BadPem {
+                path: path.display().to_string(),
+            })?;
+            keys.push(VerifyKey {
+                kid: None,
+                key,
+                validation: with_alg(alg),
+            });
+        }
+        if let Some(path) = &config.jwt_jwks_file {
+            let text = read(path)?;
+            let bad = |reason: String| JwtConfigError::BadJwks {
+                path: path.display().to_string(),
+                reason,
+            };
+            let set: JwkSet = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+            for jwk in &set.keys {
+                let kid = jwk
+                    .common
+                    .key_id
+                    .clone()
+                    .ok_or_else(|| bad("a key has no kid".into()))?;
+                let alg =
+                    jwk_algorithm(jwk.common.key_algorithm, &jwk.algorithm).ok_or_else(|| {
+                        bad(format!(
+                            "key {kid}: only RS256, ES256 and EdDSA keys are supported"
+                        ))
+                    })?;
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(format!("key {kid}: {e}")))?;
+                keys.push(VerifyKey {
+                    kid: Some(kid),
+                    key,
+                    validation: with_alg(alg),
+                });
+            }
+            if set.keys.is_empty() {
+                return Err(bad("no keys".into()));
+            }
+        }
+        if keys.is_empty() {
+            return Err(JwtConfigError::NoKey);
+        }
+        Ok(Self { keys })
+    }
+
+    /// Checks signature, algorithm, exp/nbf (with leeway), iss/aud and the
+    /// required claims. Revocation is the caller's next step.
+    pub fn verify(&self, jwt: &str) -> Result<Claims, JwtError> {
+        let header = jsonwebtoken::decode_header(jwt).map_err(|_| JwtError::Malformed)?;
+        // A `kid` selects a JWKS key; otherwise the key configured for the header's alg.
+        // Either way the key's own single algorithm must match the header: a token
+        // whose `alg` was swapped (e.g. HS256 "signed" with a public key) finds no key.
+        let key = match &header.kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid.as_str())),
+            None => None,
+        }
+        .or_else(|| {
+            self.keys
+                .iter()
+                .find(|k| k.kid.is_none() && k.validation.algorithms[0] == header.alg)
+        })
+        .ok_or(JwtError::AlgorithmNotAllowed)?;
+        let data = jsonwebtoken::decode::<Claims>(jwt, &key.key, &key.validation)
+            .map_err(|e| classify(e.kind()))?;
+        let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(JwtError::MissingClaim);
+        }
+        Ok(claims)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, JwtConfigError> {
+    std::fs::read(path).map_err(|source| JwtConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The key in a PEM file and the one algorithm it is used with.
+fn pem_key(pem: &[u8]) -> Option<(DecodingKey, Algorithm)> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Some((key, Algorithm::RS256));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        return Some((key, Algorithm::ES256));
+    }
+    if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+        return Some((key, Algorithm::EdDSA));
+    }
+    None
+}
+
+/// A JWKS key's algorithm: its `alg` when given, else inferred from the key type.
+fn jwk_algorithm(
+    declared: Option<KeyAlgorithm>,
+    params: &AlgorithmParameters,
+) -> Option<Algorithm> {
+    let inferred = match params {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            Algorithm::EdDSA
+        }
+        _ => return None,
+    };
+    match declared {
+        None => Some(inferred),
+        Some(alg) => {
+            let alg = Algorithm::try_from(alg).ok()?;
+            (alg == inferred).then_some(alg)
+        }
+    }
+}
+
+fn classify(kind: &ErrorKind) -> JwtError {
+    match kind {
+        ErrorKind::InvalidSignature => JwtError::BadSignature,
+        ErrorKind::ExpiredSignature => JwtError::Expired,
+        ErrorKind::ImmatureSignature => JwtError::NotYetValid,
+        ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
+        ErrorKind::InvalidAudience => JwtError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(_) => JwtError::MissingClaim,
+        ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => JwtError::BadClaims,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => JwtError::AlgorithmNotAllowed,
+        _ => JwtError::Malformed,
+    }
+}

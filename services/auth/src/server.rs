@@ -1,0 +1,156 @@
+//! Wiring and serving: the store, the gRPC services (with health and
+//! reflection), caller keys, and graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use wsauth_shared::proto::FILE_DESCRIPTOR_SET;
+use wsauth_shared::proto::auth_service_server::AuthServiceServer;
+use wsauth_shared::proto::broadcast_service_server::BroadcastServiceServer;
+
+use crate::authority::Authority;
+use crate::caller::CallerKeys;
+use crate::config::Config;
+use crate::events::Events;
+use crate::grpc::{AuthGrpc, BroadcastGrpc};
+use crate::jwt::{JwtConfigError, JwtVerifier};
+use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+
+/// Concurrent HTTP/2 streams per connection: enough for a gateway's
+/// multiplexed calls, bounded so one client cannot pin unbounded work.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The JWT settings are missing or unreadable.
+    #[error(transparent)]
+    Jwt(#[from] JwtConfigError),
+    /// No caller keys and a non-loopback address.
+    #[error(
+        "refusing to listen on {0} without caller keys: set INTERNAL_API_KEYS and ADMIN_API_KEYS, \
+         or listen on a loopback address"
+    )]
+    OpenOnNonLoopback(std::net::SocketAddr),
+    /// The store could not be set up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listener has no address.
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+    /// The gRPC transport failed.
+    #[error("grpc transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves auth on `listener` until `shutdown` resolves, then drains in-flight
+/// calls for at most `SHUTDOWN_GRACE_S`. Subscriptions end themselves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr()?;
+    let keys = CallerKeys::new(&config.internal_api_keys, &config.admin_api_keys);
+    if keys.is_open() && !addr.ip().is_loopback() {
+        return Err(ServeError::OpenOnNonLoopback(addr));
+    }
+    if keys.is_open() {
+        tracing::warn!("no INTERNAL_API_KEYS or ADMIN_API_KEYS: every local caller is admin");
+    }
+    let verifier = JwtVerifier::from_config(&config)?;
+
+    let stop = CancellationToken::new();
+    let retention = config.event_retention;
+    let store: Arc<dyn Store> = match &config.redis_url {
+        Some(url) => Arc::new(
+            RedisStore::new(
+                url.expose_secret(),
+                config.redis_timeout(),
+                retention,
+                stop.clone(),
+            )
+            .await?,
+        ),
+        None => {
+            tracing::warn!(
+                "REDIS_URL not set: using the embedded in-memory store, which serves ONE auth \
+                 replica only (state is lost on restart and not shared)"
+            );
+            Arc::new(MemoryStore::new(
+                usize::try_from(retention).unwrap_or(usize::MAX),
+            ))
+        }
+    };
+    let events = Events::new(store.clone());
+    let authority = Authority::new(
+        verifier,
+        store,
+        events.clone(),
+        Duration::from_secs(config.ws_token_ttl_s),
+        config.ws_token_reuse,
+        config.jwt_leeway_s,
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AuthServiceServer<AuthGrpc>>().await;
+    health
+        .set_serving::<BroadcastServiceServer<BroadcastGrpc>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+
+    let auth = AuthServiceServer::with_interceptor(AuthGrpc::new(authority), keys.clone());
+    let broadcast = BroadcastServiceServer::with_interceptor(
+        BroadcastGrpc::new(events, config.max_event_bytes, stop.clone()),
+        keys,
+    );
+
+    let router = Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(auth)
+        .add_service(broadcast);
+
+    let drained = stop.clone();
+    let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        drained.cancelled().await
+    });
+    tokio::pin!(serve);
+    let grace = config.shutdown_grace();
+    tokio::select! {
+        result = &mut serve => {
+            stop.cancel();
+            result?;
+        }
+        () = shutdown => {
+            tracing::info!(grace_s = grace.as_secs(), "shutting down");
+            stop.cancel();
+            match tokio::time::timeout(grace, serve).await {
+                Ok(result) => result?,
+                Err(_) => tracing::warn!("shutdown grace elapsed with calls still in flight"),
+            }
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn reflection_error(error: tonic_reflection::server::Error) -> ServeError {
+    ServeError::Listener(std::io::Error::other(format!("reflection: {error}")))
+}
