@@ -1,1 +1,19 @@
-fn main() {}
+//! `wsauth-gateway`: parse config, set up tracing, bind, and hand over to `run`.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use wsauth_gateway::Config;
+use wsauth_shared::telemetry::{self, LogFormat};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init(LogFormat::from_env());
+    let listener = tokio::net::TcpListener::bind(config.gateway_listen)
+        .await
+        .with_context(|| format!("cannot bind {}", config.gateway_listen))?;
+    let local_addr = listener.local_addr().context("no local address")?;
+    tracing::info!(addr = %local_addr, "listening");
+    wsauth_gateway::run(config, listener, wsauth_shared::shutdown::signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The gateway's settings: every one a flag and an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// Gateway configuration, read by clap from flags and the environment, or
+/// built directly in tests.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "wsauth-gateway", version, about)]
+pub struct Config {
+    /// Address the HTTP/WebSocket server binds to (port 0 picks a free one).
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub gateway_listen: SocketAddr,
+
+    /// The auth service's gRPC endpoints; several are load-balanced.
+    #[arg(
+        long,
+        env = "AUTH_URL",
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ','
+    )]
+    pub auth_url: Vec<String>,
+
+    /// The key sent to auth as `authorization: Bearer <key>`.
+    #[arg(long, env = "AUTH_API_KEY", value_parser = parse_secret)]
+    pub auth_api_key: Option<SecretString>,
+
+    /// Names this gateway in auth's logs; default `<hostname>-<pid>`.
+    #[arg(long, env = "GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+
+    /// Seconds a socket may wait for its first (jwt) frame before 4408.
+    #[arg(long, env = "AUTH_TIMEOUT_S", default_value_t = 10)]
+    pub auth_timeout_s: u64,
+
+    /// Largest accepted client frame/message; anything larger closes with 1009.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65536)]
+    pub max_message_bytes: usize,
+
+    /// Seconds between WebSocket pings; a peer silent for two intervals is dropped.
+    #[arg(long, env = "PING_INTERVAL_S", default_value_t = 30)]
+    pub ping_interval_s: u64,
+
+    /// Origins allowed to open a WebSocket; empty (unset) allows any.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Deadline of each gRPC call to auth, in milliseconds.
+    #[arg(long, env = "AUTH_CALL_TIMEOUT_MS", default_value_t = 2000)]
+    pub auth_call_timeout_ms: u64,
+
+    /// Frames queued per connection before a slow client is closed with 1008.
+    #[arg(long, env = "SEND_QUEUE_CAPACITY", default_value_t = 256)]
+    pub send_queue_capacity: usize,
+
+    /// Client frames per second allowed (token bucket, same burst); more closes with 1008.
+    #[arg(long, env = "MAX_MESSAGES_PER_S", default_value_t = 100)]
+    pub max_messages_per_s: u32,
+
+    /// Seconds shutdown may take before remaining sockets are dropped.
+    #[arg(long, env = "SHUTDOWN_GRACE_S", default_value_t = 10)]
+    pub shutdown_grace_s: u64,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}
+
+impl Config {
+    /// Defaults for everything, as the binary would have with no flags or env:
+    /// a starting point for tests.
+    pub fn with_auth_url(auth_url: impl Into<String>) -> Self {
+        Self {
+            gateway_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            auth_url: vec![auth_url.into()],
+            auth_api_key: None,
+            gateway_id: None,
+            auth_timeout_s: 10,
+            max_message_bytes: 65536,
+            ping_interval_s: 30,
+            allowed_origins: Vec::new(),
+            auth_call_timeout_ms: 2000,
+            send_queue_capacity: 256,
+            max_messages_per_s: 100,
+            shutdown_grace_s: 10,
+        }
+    }
+
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_secs(self.auth_timeout_s)
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_s.max(1))
+    }
+
+    pub fn auth_call_timeout(&self) -> Duration {
+        Duration::from_millis(self.auth_call_timeout_ms.max(1))
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_s)
+    }
+
+    /// The configured id, else `<hostname>-<pid>`, else a random one.
+    pub fn resolved_gateway_id(&self) -> String {
+        if let Some(id) = self.gateway_id.as_ref().filter(|id| !id.is_empty()) {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty());
+        match host {
+            Some(host) => format!("{host}-{}", std::process::id()),
+            None => format!("gateway-{:016x}", rand::random::<u64>()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn lists_are_comma_separated_and_defaults_match_the_conventions() {
+        let config = Config::try_parse_from([
+            "wsauth-gateway",
+            "--auth-url",
+            "http://a:1,http://b:2",
+            "--allowed-origins",
+            "http://x,http://y",
+        ])
+        .expect("valid flags");
+        assert_eq!(config.auth_url, ["http://a:1", "http://b:2"]);
+        assert_eq!(config.allowed_origins, ["http://x", "http://y"]);
+        assert_eq!(config.max_message_bytes, 65536);
+        assert_eq!(config.send_queue_capacity, 256);
+        assert_eq!(config.max_messages_per_s, 100);
+    }
+
+    #[test]
+    fn api_key_is_not_printed_by_debug() {
+        let config = Config::try_parse_from(["wsauth-gateway", "--auth-api-key", "hunter2"])
+            .expect("valid flags");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

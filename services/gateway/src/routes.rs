@@ -1,0 +1,199 @@
+//! The HTTP surface: [`app`] builds the router that `run` serves and tests
+//! call with `oneshot`.
+
+mod health;
+mod token;
+mod ws;
+
+use axum::Router;
+use axum::response::Html;
+use axum::routing::get;
+
+use crate::state::AppState;
+
+/// The demo page: a browser client walking the whole flow.
+const INDEX_HTML: &str = include_str!("../web/index.html");
+
+/// Every route of the gateway. No request-tracing layer on purpose: the
+/// `/ws` query string holds a credential, and URIs must never reach logs.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route("/token/ws", get(token::issue))
+        .route("/ws", get(ws::upgrade))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::auth_client::AuthClient;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+
+    /// A gateway whose auth address has nothing listening: every auth call
+    /// fails as unreachable, so a test can also tell whether auth was called.
+    fn state_with_auth_down(config: impl FnOnce(&mut Config)) -> AppState {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let mut cfg = Config::with_auth_url(format!("http://127.0.0.1:{port}"));
+        config(&mut cfg);
+        let metrics = Metrics::default();
+        let auth = AuthClient::new(
+            &cfg.auth_url,
+            None,
+            Duration::from_millis(500),
+            metrics.clone(),
+        )
+        .expect("valid url");
+        AppState::new(&cfg, auth, metrics).0
+    }
+
+    async fn get(state: AppState, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut request = Request::get(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = app(state)
+            .oneshot(request.body(Body::empty()).expect("valid request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    const UPGRADE_HEADERS: [(&str, &str); 4] = [
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[tokio::test]
+    async fn healthz_is_ok_while_the_process_runs() {
+        let (status, _) = get(state_with_auth_down(|_| {}), "/healthz", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn readyz_is_unavailable_while_unsubscribed() {
+        let (status, _) = get(state_with_auth_down(|_| {}), "/readyz", &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text() {
+        let state = state_with_auth_down(|_| {});
+        let response = app(state)
+            .oneshot(
+                Request::get("/metrics")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii");
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let text = String::from_utf8_lossy(&body);
+        for name in [
+            "wsauth_gateway_connections_open 0",
+            "wsauth_gateway_sockets_open 0",
+            "wsauth_gateway_subscribed 0",
+            "wsauth_gateway_events_total 0",
+            "wsauth_gateway_handshakes_total{outcome=\"ok\"} 0",
+            "wsauth_gateway_closes_total{code=\"1008\"} 0",
+            "wsauth_gateway_auth_call_duration_seconds_count{method=\"ValidateToken\"} 0",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn ws_with_a_foreign_origin_is_forbidden_before_auth_is_called() {
+        let state =
+            state_with_auth_down(|c| c.allowed_origins = vec!["http://good.example".into()]);
+        let metrics = state.metrics.clone();
+        let mut headers = UPGRADE_HEADERS.to_vec();
+        headers.push(("origin", "http://evil.example"));
+        let (status, body) = get(state, "/ws?token=abc", &headers).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("\"error\""), "{body}");
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "wsauth_gateway_auth_call_duration_seconds_count{method=\"ValidateToken\"} 0"
+            ),
+            "auth must not be called:\n{text}"
+        );
+        assert!(text.contains("wsauth_gateway_handshakes_total{outcome=\"forbidden_origin\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn ws_without_origin_is_forbidden_when_origins_are_configured() {
+        let state =
+            state_with_auth_down(|c| c.allowed_origins = vec!["http://good.example".into()]);
+        let (status, _) = get(state, "/ws?token=abc", &UPGRADE_HEADERS).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn ws_without_a_token_is_unauthorized() {
+        let (status, body) = get(state_with_auth_down(|_| {}), "/ws", &UPGRADE_HEADERS).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("\"error\""), "{body}");
+    }
+
+    #[tokio::test]
+    async fn token_without_bearer_is_unauthorized() {
+        let (status, body) = get(state_with_auth_down(|_| {}), "/token/ws", &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("\"error\""), "{body}");
+        let (status, _) = get(
+            state_with_auth_down(|_| {}),
+            "/token/ws",
+            &[("authorization", "Basic abc")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn token_with_auth_down_is_unavailable() {
+        let (status, _) = get(
+            state_with_auth_down(|_| {}),
+            "/token/ws",
+            &[("authorization", "Bearer a.b.c")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn index_serves_the_demo_page() {
+        let (status, body) = get(state_with_auth_down(|_| {}), "/", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, INDEX_HTML);
+    }
+}

@@ -1,0 +1,80 @@
+//! `GET /token/ws`: a JWT in, a single-use ws token out.
+
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::HttpError;
+use crate::message::MAX_CREDENTIAL_BYTES;
+use crate::state::AppState;
+
+#[derive(Serialize)]
+struct TokenBody {
+    token: String,
+    expires_in: u64,
+}
+
+/// The credential of an `Authorization: Bearer <credential>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    let credential = credential.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
+}
+
+/// Seconds from now until `expires_at`, rounded to the nearest second.
+fn seconds_until(expires_at: SystemTime) -> u64 {
+    let millis = expires_at
+        .duration_since(SystemTime::now())
+        .map_or(0, |d| d.as_millis());
+    u64::try_from(millis.saturating_add(500) / 1000).unwrap_or(u64::MAX)
+}
+
+pub async fn issue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let jwt = bearer(&headers).ok_or(HttpError::MissingBearer)?;
+    if jwt.len() > MAX_CREDENTIAL_BYTES {
+        return Err(HttpError::Unauthorized);
+    }
+    let grant = state.auth.issue_ws_token(jwt.to_owned()).await?;
+    let body = TokenBody {
+        token: grant.token,
+        expires_in: seconds_until(grant.expires_at),
+    };
+    // The token is a credential: no cache may keep it.
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bearer_takes_the_credential_of_a_bearer_header_only() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().expect("header"));
+            bearer(&headers).map(str::to_owned)
+        };
+        assert_eq!(with("Bearer a.b.c").as_deref(), Some("a.b.c"));
+        assert_eq!(with("bearer a.b.c").as_deref(), Some("a.b.c"));
+        assert_eq!(with("Basic a.b.c"), None);
+        assert_eq!(with("Bearer "), None);
+        assert_eq!(with("Bearer"), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn expires_in_rounds_to_whole_seconds() {
+        let in_60 = SystemTime::now() + Duration::from_millis(59_800);
+        assert_eq!(seconds_until(in_60), 60);
+        assert_eq!(seconds_until(SystemTime::UNIX_EPOCH), 0);
+    }
+}

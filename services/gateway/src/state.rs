@@ -1,0 +1,82 @@
+//! What every handler and session shares: a cheap-clone bundle of handles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth_client::AuthClient;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// The limits a session enforces, copied out of [`Config`].
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub auth_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub send_queue_capacity: usize,
+    pub max_messages_per_s: u32,
+}
+
+/// Shared state of the gateway.
+#[derive(Clone)]
+pub struct AppState {
+    pub auth: AuthClient,
+    pub hub: Hub,
+    pub metrics: Metrics,
+    pub limits: Arc<Limits>,
+    /// Empty: any origin.
+    pub allowed_origins: Arc<[String]>,
+    /// Cancelled on shutdown: sessions close with 1001.
+    pub shutdown: CancellationToken,
+    /// Tracks sessions so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Ticks once per ping interval for every session: one timer for all.
+    pub ping_tick: watch::Receiver<u64>,
+}
+
+impl AppState {
+    /// Builds the state and the sender of the shared ping tick (driven by `run`).
+    pub fn new(config: &Config, auth: AuthClient, metrics: Metrics) -> (Self, watch::Sender<u64>) {
+        let (tick_tx, ping_tick) = watch::channel(0);
+        let state = Self {
+            auth,
+            hub: Hub::new(metrics.clone()),
+            metrics,
+            limits: Arc::new(Limits {
+                auth_timeout: config.auth_timeout(),
+                max_message_bytes: config.max_message_bytes.max(1),
+                send_queue_capacity: config.send_queue_capacity.max(1),
+                max_messages_per_s: config.max_messages_per_s.max(1),
+            }),
+            allowed_origins: config
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            ping_tick,
+        };
+        (state, tick_tx)
+    }
+
+    /// Whether a browser at `origin` may open a socket.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        if self.allowed_origins.is_empty() {
+            return true;
+        }
+        // A configured list is a promise that only those origins connect, so a
+        // request without an Origin header is refused too.
+        origin.is_some_and(|origin| {
+            let origin = origin.trim_end_matches('/');
+            self.allowed_origins
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+        })
+    }
+}

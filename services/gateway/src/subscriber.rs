@@ -1,0 +1,174 @@
+//! Feeds the [`Hub`] from auth's Subscribe stream: one stream per process,
+//! reopened after any break from the last delivered id.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth_client::{AuthCallError, AuthClient};
+use crate::hub::Hub;
+use crate::message::EventId;
+use crate::metrics::Metrics;
+
+/// Exponential backoff with full jitter between resubscribe attempts.
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
+    }
+
+    /// The ceiling of the next delay: base·2^attempt, capped at max.
+    pub fn ceiling(&self) -> Duration {
+        let factor = 1u32 << self.attempt.min(16);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+
+    /// The next delay, uniformly random in [ceiling/2, ceiling], so replicas
+    /// that lost auth together do not come back in lockstep.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.attempt = self.attempt.saturating_add(1);
+        let half = ceiling / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+
+    /// After a stream that worked: start again from `base`.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Whether an event should reach the hub: ids at or before the last delivered
+/// one (same epoch) are replays of what was already delivered.
+pub fn is_new(id: &EventId, last: Option<&EventId>) -> bool {
+    last.is_none_or(|last| !id.is_at_or_before(last))
+}
+
+/// The task that keeps the Subscribe stream open.
+pub struct Subscriber {
+    pub client: AuthClient,
+    pub hub: Hub,
+    pub metrics: Metrics,
+    pub gateway_id: String,
+    pub shutdown: CancellationToken,
+}
+
+impl Subscriber {
+    /// Runs until shutdown.
+    pub async fn run(self) {
+        let mut last: Option<EventId> = None;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let opened = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                opened = self.client.subscribe(&self.gateway_id, last.as_ref()) => opened,
+            };
+            match opened {
+                Ok(mut stream) => {
+                    let opened_at = tokio::time::Instant::now();
+                    self.metrics.set_subscribed(true);
+                    tracing::info!(after_id = ?last.as_ref().map(ToString::to_string), "subscribed to events");
+                    let ended = loop {
+                        let next = tokio::select! {
+                            () = self.shutdown.cancelled() => None,
+                            next = stream.next() => Some(next),
+                        };
+                        match next {
+                            None => break None,
+                            Some(None) => {
+                                break Some(AuthCallError::Unavailable("stream ended".into()));
+                            }
+                            Some(Some(Err(error))) => break Some(error),
+                            Some(Some(Ok(event))) => {
+                                self.metrics.event_received();
+                                if is_new(&event.id, last.as_ref()) {
+                                    self.hub.deliver(&event);
+                                    last = Some(event.id);
+                                }
+                            }
+                        }
+                    };
+                    self.metrics.set_subscribed(false);
+                    // A stream that held for a while was a success: retry quickly.
+                    if opened_at.elapsed() >= Duration::from_secs(5) {
+                        backoff.reset();
+                    }
+                    match ended {
+                        None => break,
+                        Some(AuthCallError::OutOfRange) => {
+                            tracing::warn!(
+                                "event stream epoch changed or history lost: some events may have been missed; resubscribing live"
+                            );
+                            last = None;
+                            continue;
+                        }
+                        Some(AuthCallError::Malformed(what)) => {
+                            tracing::error!(what, "malformed event from auth; resubscribing");
+                        }
+                        Some(error) => tracing::warn!(%error, "event stream broke; resubscribing"),
+                    }
+                }
+                Err(AuthCallError::OutOfRange) => {
+                    tracing::warn!(after_id = ?last.as_ref().map(ToString::to_string), "resume point no longer retained (or stream epoch changed): events may have been missed; resubscribing live");
+                    last = None;
+                    continue;
+                }
+                Err(error) => tracing::warn!(%error, "cannot subscribe to events"),
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.metrics.set_subscribed(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_below_the_ceiling() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut ceilings = Vec::new();
+        for _ in 0..10 {
+            let ceiling = backoff.ceiling();
+            let delay = backoff.next_delay();
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{delay:?} vs {ceiling:?}"
+            );
+            ceilings.push(ceiling.as_millis());
+        }
+        assert_eq!(
+            ceilings,
+            [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000]
+        );
+        backoff.reset();
+        assert_eq!(backoff.ceiling(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn replayed_ids_are_skipped_and_new_epochs_pass() {
+        let id = |s: &str| s.parse::<EventId>().expect("valid id");
+        let last = id("ab:10-1");
+        assert!(is_new(&id("ab:1-0"), None));
+        assert!(!is_new(&id("ab:10-1"), Some(&last)));
+        assert!(!is_new(&id("ab:9-5"), Some(&last)));
+        assert!(is_new(&id("ab:10-2"), Some(&last)));
+        assert!(is_new(&id("ab:11-0"), Some(&last)));
+        assert!(is_new(&id("cd:1-0"), Some(&last)));
+    }
+}
