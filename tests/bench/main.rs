@@ -1,1 +1,90 @@
-fn main() {}
+//! `wsauth-bench`: the load generator behind `make bench`.
+//!
+//! One run walks four measurements, each printed as one JSON line on stdout
+//! as soon as it is known, then all of them as a markdown table:
+//! - [`handshakes`]: the full client flow (`GET /token/ws` → `/ws?token=` →
+//!   jwt frame → `auth_ok` → close) at fixed concurrencies, from this process;
+//! - [`memory`]: gateway RSS per idle authenticated connection, the clients
+//!   held by [`pool`] worker processes (this binary re-executed as
+//!   `wsauth-bench worker`, see [`worker`]) so no process nears the
+//!   20,000-open-files cap;
+//! - [`fanout`]: gRPC Publishes stamped with their send time, checked per
+//!   client for loss, duplicates and order by the workers;
+//! - [`auth_rpc`]: the auth RPCs alone beside `redis-benchmark` of the same
+//!   Redis commands on the same Redis.
+//!
+//! [`stack`] starts the private stack (redis-server, auth, gateways) or names
+//! a running one; [`client`] is the client side of the flow; [`report`]
+//! prints the results.
+#![forbid(unsafe_code)]
+
+mod auth_rpc;
+mod cli;
+mod client;
+mod fanout;
+mod handshakes;
+mod http;
+mod jwt;
+mod memory;
+mod pool;
+mod procfs;
+mod protocol;
+mod report;
+mod stack;
+mod stats;
+mod worker;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::cli::{Cli, Command, Only};
+use crate::report::Report;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Worker) => {
+            // A worker holds thousands of idle sockets and shares two cores
+            // with the services it measures: one thread is enough and keeps
+            // it out of their way.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("building the worker runtime")?;
+            runtime.block_on(worker::run())
+        }
+        None => {
+            wsauth_shared::telemetry::init(wsauth_shared::telemetry::LogFormat::Text);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("building the runtime")?;
+            runtime.block_on(run(cli.bench))
+        }
+    }
+}
+
+async fn run(args: cli::BenchArgs) -> anyhow::Result<()> {
+    let plan = args.plan();
+    let mut report = Report::new(&args);
+    for only in plan.measurements() {
+        let outcome = match only {
+            Only::Handshakes => handshakes::measure(&args, &plan, &mut report).await,
+            Only::Memory => memory::measure(&args, &plan, &mut report).await,
+            Only::Fanout => fanout::measure(&args, &plan, &mut report).await,
+            Only::Auth => auth_rpc::measure(&args, &plan, &mut report).await,
+        };
+        if let Err(error) = outcome {
+            // One broken measurement should not hide the others: it is
+            // recorded as a failed row and the run goes on.
+            tracing::error!(measurement = ?only, "measurement failed: {error:#}");
+            report.failed(only, &error);
+        }
+    }
+    report.finish();
+    if report.any_failed() {
+        anyhow::bail!("some measurements failed (see the table)");
+    }
+    Ok(())
+}

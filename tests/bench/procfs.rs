@@ -1,0 +1,98 @@
+//! What `/proc` says about the processes under measurement: resident memory,
+//! open files and CPU time (Linux only, like the whole benchmark).
+
+use std::time::Instant;
+
+/// Clock ticks per second of `/proc/<pid>/stat` times: 100 on every Linux
+/// build this runs on (reading `sysconf(_SC_CLK_TCK)` would need unsafe FFI).
+const TICKS_PER_S: f64 = 100.0;
+
+/// `VmRSS` of a process, in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Open file descriptors of a process.
+pub fn open_files(pid: u32) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// The soft limit of open files of this process (inherited by its children).
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// User + system CPU time of a process so far, in ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it do not.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The pid of the `redis-server` listening on `port` (it names its address
+/// in its command line).
+pub fn redis_pid(port: u16) -> Option<u32> {
+    let wanted = format!(":{port}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        (cmdline.starts_with("redis-server") && cmdline.contains(&wanted)).then_some(pid)
+    })
+}
+
+/// CPU use of named processes over an interval.
+pub struct CpuMeter {
+    started: Instant,
+    start: Vec<(String, u32, u64)>,
+}
+
+impl CpuMeter {
+    pub fn start(processes: &[(String, u32)]) -> Self {
+        let start = processes
+            .iter()
+            .filter_map(|(name, pid)| Some((name.clone(), *pid, cpu_ticks(*pid)?)))
+            .collect();
+        Self { started: Instant::now(), start }
+    }
+
+    /// `(name, percent of one core)` for each process since `start`.
+    pub fn finish(&self) -> Vec<(String, f64)> {
+        let wall = self.started.elapsed().as_secs_f64().max(1e-3);
+        self.start
+            .iter()
+            .filter_map(|(name, pid, before)| {
+                let ticks = cpu_ticks(*pid)?.saturating_sub(*before);
+                Some((name.clone(), (ticks as f64 / TICKS_PER_S / wall * 100.0).round()))
+            })
+            .collect()
+    }
+}
+
+/// `gateway 95%, auth 60%` for the table.
+pub fn describe_cpu(usage: &[(String, f64)]) -> String {
+    usage.iter().map(|(name, pct)| format!("{name} {pct}%")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_rss_files_and_cpu_time() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).expect("own status is readable") > 0);
+        assert!(open_files(pid).expect("own fds are readable") >= 3);
+        assert!(cpu_ticks(pid).is_some());
+    }
+}
