@@ -207,7 +207,6 @@ impl Stack {
         processes.push(("bench".into(), std::process::id()));
         processes
     }
-    }
 }
 
 impl Drop for Stack {
