@@ -104,7 +104,8 @@ impl RedisTest {
 }
 
 pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
-    let stack = Stack::start(args, 1).await?;
+    // Auth alone: no gateway is started (a running stack's are left idle).
+    let stack = Stack::start(args, 0).await?;
     let internal_key = stack.internal_key.clone().context("--internal-key is needed for ValidateToken/VerifyJwt")?;
     let minter = stack.minter()?;
     let concurrency = args.auth_concurrency.clamp(1, 4096);
@@ -339,7 +340,7 @@ async fn redis_benchmark(port: u16, clients: usize, requests: usize) -> anyhow::
     for test in [RedisTest::Set, RedisTest::Mget, RedisTest::Getdel, RedisTest::Get] {
         let run = Command::new("redis-benchmark")
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", &clients.to_string()])
-            .args(["-n", &requests.to_string(), "-r", "1000000", "--csv", "--"])
+            .args(["-n", &requests.to_string(), "-r", "1000000", "--csv"])
             .args(test.command())
             .stdin(Stdio::null())
             .stderr(Stdio::null())

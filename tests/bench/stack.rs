@@ -43,7 +43,7 @@ pub struct Stack {
 impl Stack {
     /// The private stack with `gateways` gateways, or the running one.
     pub async fn start(args: &BenchArgs, gateways: usize) -> anyhow::Result<Self> {
-        if args.remote() { Self::remote(args) } else { Self::private(args, gateways.max(1)).await }
+        if args.remote() { Self::remote(args) } else { Self::private(args, gateways).await }
     }
 
     fn remote(args: &BenchArgs) -> anyhow::Result<Self> {
