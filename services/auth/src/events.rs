@@ -154,8 +154,9 @@ impl Event {
 pub struct EventChunk {
     /// The stream's current epoch; None when the stream does not exist.
     pub epoch: Option<String>,
-    /// The newest position removed by trimming, if any.
-    pub max_deleted: Option<StreamSeq>,
+    /// When trimming removed events: the oldest retained position (ids
+    /// before it may be gone, so resuming from them could miss events).
+    pub first_kept: Option<StreamSeq>,
     /// Events strictly after the requested id, oldest first.
     pub events: Vec<Event>,
 }
@@ -243,8 +244,8 @@ impl Events {
                 )));
             }
         }
-        if let Some(max_deleted) = chunk.max_deleted
-            && after.seq < max_deleted
+        if let Some(first_kept) = chunk.first_kept
+            && after.seq < first_kept
         {
             return Err(AuthError::OutOfRange(format!(
                 "event id {after} is older than the retained events; resubscribe without after_id"

@@ -38,7 +38,7 @@ struct State {
     cutoffs: HashMap<String, u64>,
     events: VecDeque<Event>,
     last: StreamSeq,
-    max_deleted: Option<StreamSeq>,
+    trimmed: bool,
     inserts: u32,
 }
 
@@ -167,9 +167,8 @@ impl Store for MemoryStore {
         };
         state.events.push_back(event.clone());
         while state.events.len() > self.inner.retention {
-            if let Some(old) = state.events.pop_front() {
-                state.max_deleted = Some(old.id.seq);
-            }
+            state.events.pop_front();
+            state.trimmed = true;
         }
         // Sent under the lock so live order equals stream order. No receivers is fine.
         let _ = self.inner.fanout.send(Arc::new(event.clone()));
@@ -192,7 +191,9 @@ impl Store for MemoryStore {
         };
         Ok(EventChunk {
             epoch: Some(self.inner.epoch.clone()),
-            max_deleted: state.max_deleted,
+            first_kept: state
+                .trimmed
+                .then(|| state.events.front().map_or(state.last, |e| e.id.seq)),
             events,
         })
     }

@@ -52,19 +52,28 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
 return {epoch, id}
 ";
 
-/// One consistent view for a resuming reader: epoch, newest trimmed id, entries after ARGV[1].
+/// One consistent view for a resuming reader: the epoch; the first retained
+/// id when trimming removed anything (ids before it are gone; the last
+/// generated id when nothing is left); the entries after ARGV[1].
+/// (Redis >= 7: `entries-added`. Trimming does not move `max-deleted-entry-id`.)
 const READ_AFTER: &str = r"
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then return {'', '', {}} end
-local maxdel = ''
+local first_kept = ''
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  for i = 1, #info, 2 do
-    if info[i] == 'max-deleted-entry-id' then maxdel = info[i + 1] end
+  local f = {}
+  for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
+  if tonumber(f['entries-added']) > tonumber(f['length']) then
+    if f['length'] > 0 and f['first-entry'] then
+      first_kept = f['first-entry'][1]
+    else
+      first_kept = f['last-generated-id']
+    end
   end
 end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-return {epoch, maxdel, entries}
+return {epoch, first_kept, entries}
 ";
 
 /// Where the live reader starts: the epoch and the last id ever generated.
@@ -287,19 +296,19 @@ impl Store for RedisStore {
             return Err(corrupt("read script"));
         }
         let entries = parts.pop().unwrap_or(Value::Nil);
-        let max_deleted = text(&parts[1]).filter(|s| !s.is_empty());
+        let first_kept = text(&parts[1]).filter(|s| !s.is_empty());
         let epoch = text(&parts[0]).filter(|s| !s.is_empty());
         let Some(epoch) = epoch else {
             return Ok(EventChunk::default());
         };
-        let max_deleted = match max_deleted {
-            Some(id) => Some(id.parse().map_err(|()| corrupt("max-deleted-entry-id"))?),
+        let first_kept = match first_kept {
+            Some(id) => Some(id.parse().map_err(|()| corrupt("first retained id"))?),
             None => None,
         };
         let events = parse_entries(entries)?;
         Ok(EventChunk {
             epoch: Some(epoch.to_owned()),
-            max_deleted,
+            first_kept,
             events,
         })
     }

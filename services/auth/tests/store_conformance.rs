@@ -1,0 +1,379 @@
+//! One conformance suite, run against both stores: the embedded `MemoryStore`
+//! and `RedisStore` on a private redis-server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+use wsauth_auth::clock::now_ms;
+use wsauth_auth::events::{EventId, EventKind, NewEvent, StreamSeq};
+use wsauth_auth::store::{MemoryStore, RedisStore, RevocationState, Store};
+use wsauth_auth::ws_token::{TokenRecord, WsToken};
+use wsauth_tests::TestRedis;
+
+const RETENTION: u64 = 10_000;
+
+/// A store under test and what keeps it alive.
+struct Fixture {
+    store: Arc<dyn Store>,
+    _redis: Option<TestRedis>,
+    stop: CancellationToken,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn memory() -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryStore::new(RETENTION as usize)),
+        _redis: None,
+        stop: CancellationToken::new(),
+    }
+}
+
+async fn redis() -> Fixture {
+    let redis = TestRedis::spawn();
+    let stop = CancellationToken::new();
+    let store = RedisStore::new(
+        &redis.url(),
+        Duration::from_secs(2),
+        RETENTION,
+        stop.clone(),
+    )
+    .await
+    .expect("redis store");
+    Fixture {
+        store: Arc::new(store),
+        _redis: Some(redis),
+        stop,
+    }
+}
+
+fn record(user: &str, ttl: Duration) -> TokenRecord {
+    let issued_ms = now_ms();
+    TokenRecord {
+        issued_ms,
+        expires_ms: issued_ms + ttl.as_millis() as u64,
+        user_id: user.into(),
+    }
+}
+
+fn broadcast(data: &str) -> NewEvent {
+    NewEvent {
+        kind: EventKind::Broadcast,
+        user_id: None,
+        data: data.into(),
+    }
+}
+
+mod suite {
+    use super::*;
+
+    pub async fn a_token_is_taken_once_when_consumed(store: &dyn Store) {
+        let token = WsToken::generate().expect("randomness");
+        let rec = record("alice", Duration::from_secs(60));
+        store
+            .put_ws_token(&token.hash, &rec, Duration::from_secs(60))
+            .await
+            .expect("put");
+        let taken = store.take_ws_token(&token.hash, true).await.expect("take");
+        assert_eq!(taken.expect("present").record, rec);
+        assert!(
+            store
+                .take_ws_token(&token.hash, true)
+                .await
+                .expect("take")
+                .is_none()
+        );
+    }
+
+    pub async fn a_token_stays_when_not_consumed(store: &dyn Store) {
+        let token = WsToken::generate().expect("randomness");
+        let rec = record("bob smith", Duration::from_secs(60));
+        store
+            .put_ws_token(&token.hash, &rec, Duration::from_secs(60))
+            .await
+            .expect("put");
+        for _ in 0..3 {
+            let taken = store.take_ws_token(&token.hash, false).await.expect("take");
+            assert_eq!(taken.expect("present").record, rec);
+        }
+    }
+
+    pub async fn racing_consumers_get_one_token_once(store: Arc<dyn Store>) {
+        let token = WsToken::generate().expect("randomness");
+        let rec = record("alice", Duration::from_secs(60));
+        store
+            .put_ws_token(&token.hash, &rec, Duration::from_secs(60))
+            .await
+            .expect("put");
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                let hash = token.hash;
+                tokio::spawn(async move { store.take_ws_token(&hash, true).await })
+            })
+            .collect();
+        let mut wins = 0;
+        for task in tasks {
+            if task.await.expect("task").expect("take").is_some() {
+                wins += 1;
+            }
+        }
+        assert_eq!(wins, 1);
+    }
+
+    pub async fn tokens_expire_in_the_store(store: &dyn Store) {
+        let token = WsToken::generate().expect("randomness");
+        let ttl = Duration::from_millis(200);
+        store
+            .put_ws_token(&token.hash, &record("alice", ttl), ttl)
+            .await
+            .expect("put");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store
+            .take_ws_token(&token.hash, false)
+            .await
+            .expect("take")
+            .is_some()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "token still present after its TTL"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn revocations_are_read_together(store: &dyn Store) {
+        assert_eq!(
+            store.revocation(Some("j1"), "alice").await.expect("read"),
+            RevocationState::default()
+        );
+        store.revoke_jti("j1", None).await.expect("revoke");
+        store.set_user_cutoff("alice", 1234).await.expect("cutoff");
+        let state = store.revocation(Some("j1"), "alice").await.expect("read");
+        assert_eq!(
+            state,
+            RevocationState {
+                jti_revoked: true,
+                user_cutoff_ms: Some(1234)
+            }
+        );
+        let state = store.revocation(None, "alice").await.expect("read");
+        assert_eq!(
+            state,
+            RevocationState {
+                jti_revoked: false,
+                user_cutoff_ms: Some(1234)
+            }
+        );
+        let state = store.revocation(Some("j2"), "bob").await.expect("read");
+        assert_eq!(state, RevocationState::default());
+    }
+
+    pub async fn jti_revocations_expire(store: &dyn Store) {
+        store
+            .revoke_jti("short", Some(Duration::from_millis(200)))
+            .await
+            .expect("revoke");
+        assert!(
+            store
+                .revocation(Some("short"), "u")
+                .await
+                .expect("read")
+                .jti_revoked
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store
+            .revocation(Some("short"), "u")
+            .await
+            .expect("read")
+            .jti_revoked
+        {
+            assert!(Instant::now() < deadline, "jti revocation outlived its TTL");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn a_taken_token_carries_its_users_cutoff(store: &dyn Store) {
+        store.set_user_cutoff("carol", 99).await.expect("cutoff");
+        let token = WsToken::generate().expect("randomness");
+        let rec = record("carol", Duration::from_secs(60));
+        store
+            .put_ws_token(&token.hash, &rec, Duration::from_secs(60))
+            .await
+            .expect("put");
+        let taken = store
+            .take_ws_token(&token.hash, true)
+            .await
+            .expect("take")
+            .expect("present");
+        assert_eq!(taken.user_cutoff_ms, Some(99));
+    }
+
+    pub async fn events_read_back_in_order(store: &dyn Store) {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(
+                store
+                    .append(broadcast(&format!("e{i}")))
+                    .await
+                    .expect("append")
+                    .id,
+            );
+        }
+        let direct = NewEvent {
+            kind: EventKind::Direct,
+            user_id: Some("u 1".into()),
+            data: "d".into(),
+        };
+        let appended = store.append(direct.clone()).await.expect("append");
+        assert_eq!(appended.user_id.as_deref(), Some("u 1"));
+        assert!(
+            ids.windows(2)
+                .all(|w| w[0].seq < w[1].seq && w[0].epoch == w[1].epoch)
+        );
+        let chunk = store.read_after(&ids[1], 100).await.expect("read");
+        assert_eq!(chunk.epoch.as_deref(), Some(ids[0].epoch.as_str()));
+        let data: Vec<_> = chunk.events.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["e2", "e3", "e4", "d"]);
+        assert_eq!(chunk.events[3].kind, EventKind::Direct);
+        assert_eq!(chunk.events[3].user_id.as_deref(), Some("u 1"));
+        let chunk = store.read_after(&ids[1], 2).await.expect("read");
+        assert_eq!(chunk.events.len(), 2);
+        let first = EventId {
+            epoch: ids[0].epoch.clone(),
+            seq: StreamSeq::default(),
+        };
+        assert_eq!(
+            store
+                .read_after(&first, 100)
+                .await
+                .expect("read")
+                .events
+                .len(),
+            6
+        );
+        assert!(chunk.first_kept.is_none());
+    }
+
+    pub async fn live_events_arrive_in_order(store: &dyn Store) {
+        let mut live = store.live();
+        let mut sent = Vec::new();
+        for i in 0..20 {
+            sent.push(
+                store
+                    .append(broadcast(&format!("l{i}")))
+                    .await
+                    .expect("append")
+                    .id,
+            );
+        }
+        for id in sent {
+            let event = timeout(Duration::from_secs(5), live.recv())
+                .await
+                .expect("live event within 5 s")
+                .expect("fan-out open");
+            assert_eq!(event.id, id);
+        }
+    }
+
+    pub async fn old_events_are_trimmed_and_reported(store: Arc<dyn Store>) {
+        let first = store.append(broadcast("first")).await.expect("append").id;
+        // Redis trims `MAXLEN ~` by whole nodes (100 entries): go well past retention.
+        let total = RETENTION as usize + 400;
+        let mut appended = 1;
+        while appended < total {
+            let batch: Vec<_> = (0..200)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.append(broadcast("x")).await })
+                })
+                .collect();
+            for task in batch {
+                task.await.expect("task").expect("append");
+            }
+            appended += 200;
+        }
+        let chunk = store.read_after(&first, 10).await.expect("read");
+        let first_kept = chunk.first_kept.expect("something was trimmed");
+        assert!(first.seq < first_kept);
+        let retained = {
+            let zero = EventId {
+                epoch: first.epoch.clone(),
+                seq: StreamSeq::default(),
+            };
+            let mut count = 0;
+            let mut cursor = zero;
+            loop {
+                let chunk = store.read_after(&cursor, 1000).await.expect("read");
+                let Some(last) = chunk.events.last() else {
+                    break;
+                };
+                cursor = last.id.clone();
+                count += chunk.events.len();
+            }
+            count
+        };
+        assert!(retained >= RETENTION as usize, "only {retained} retained");
+    }
+}
+
+macro_rules! conformance {
+    ($module:ident, $make:path) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn a_token_is_taken_once_when_consumed() {
+                suite::a_token_is_taken_once_when_consumed(&*$make().await.store).await;
+            }
+            #[tokio::test]
+            async fn a_token_stays_when_not_consumed() {
+                suite::a_token_stays_when_not_consumed(&*$make().await.store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn racing_consumers_get_one_token_once() {
+                let fx = $make().await;
+                suite::racing_consumers_get_one_token_once(fx.store.clone()).await;
+            }
+            #[tokio::test]
+            async fn tokens_expire_in_the_store() {
+                suite::tokens_expire_in_the_store(&*$make().await.store).await;
+            }
+            #[tokio::test]
+            async fn revocations_are_read_together() {
+                suite::revocations_are_read_together(&*$make().await.store).await;
+            }
+            #[tokio::test]
+            async fn jti_revocations_expire() {
+                suite::jti_revocations_expire(&*$make().await.store).await;
+            }
+            #[tokio::test]
+            async fn a_taken_token_carries_its_users_cutoff() {
+                suite::a_taken_token_carries_its_users_cutoff(&*$make().await.store).await;
+            }
+            #[tokio::test]
+            async fn events_read_back_in_order() {
+                suite::events_read_back_in_order(&*$make().await.store).await;
+            }
+            #[tokio::test]
+            async fn live_events_arrive_in_order() {
+                suite::live_events_arrive_in_order(&*$make().await.store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn old_events_are_trimmed_and_reported() {
+                let fx = $make().await;
+                suite::old_events_are_trimmed_and_reported(fx.store.clone()).await;
+            }
+        }
+    };
+}
+
+conformance!(memory_store, memory);
+conformance!(redis_store, redis);
