@@ -37,7 +37,9 @@ const TARGET_SHARE: f64 = 50.0;
 pub fn with_key<T>(message: T, key: &str) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(RPC_TIMEOUT);
-    let value = format!("Bearer {key}").parse().context("the key is not a valid header value")?;
+    let value = format!("Bearer {key}")
+        .parse()
+        .context("the key is not a valid header value")?;
     request.metadata_mut().insert("authorization", value);
     Ok(request)
 }
@@ -106,7 +108,10 @@ impl RedisTest {
 pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     // Auth alone: no gateway is started (a running stack's are left idle).
     let stack = Stack::start(args, 0).await?;
-    let internal_key = stack.internal_key.clone().context("--internal-key is needed for ValidateToken/VerifyJwt")?;
+    let internal_key = stack
+        .internal_key
+        .clone()
+        .context("--internal-key is needed for ValidateToken/VerifyJwt")?;
     let minter = stack.minter()?;
     let concurrency = args.auth_concurrency.clamp(1, 4096);
     let mut channels = Vec::new();
@@ -118,20 +123,48 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
             .context("connecting to auth")?;
         channels.push(AuthServiceClient::new(channel));
     }
-    let jwts = (0..concurrency).map(|i| minter.mint(&format!("bench-rpc-{i}"))).collect::<anyhow::Result<Vec<_>>>()?;
+    let jwts = (0..concurrency)
+        .map(|i| minter.mint(&format!("bench-rpc-{i}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let processes = stack.processes();
 
     // Warm-up, not recorded.
     let warm = plan.duration.min(Duration::from_secs(1)) / 2;
-    let _ = calls(Rpc::VerifyJwt, &channels, &jwts, &internal_key, warm, &mut Vec::new()).await;
+    let _ = calls(
+        Rpc::VerifyJwt,
+        &channels,
+        &jwts,
+        &internal_key,
+        warm,
+        &mut Vec::new(),
+    )
+    .await;
 
     let mut rates = Vec::new();
     let mut tokens = Vec::new();
     for rpc in [Rpc::IssueWsToken, Rpc::ValidateToken, Rpc::VerifyJwt] {
         let cpu = CpuMeter::start(&processes);
         let outcome = match rpc {
-            Rpc::ValidateToken => validations(&channels, std::mem::take(&mut tokens), &internal_key, plan.duration).await,
-            _ => calls(rpc, &channels, &jwts, &internal_key, plan.duration, &mut tokens).await,
+            Rpc::ValidateToken => {
+                validations(
+                    &channels,
+                    std::mem::take(&mut tokens),
+                    &internal_key,
+                    plan.duration,
+                )
+                .await
+            }
+            _ => {
+                calls(
+                    rpc,
+                    &channels,
+                    &jwts,
+                    &internal_key,
+                    plan.duration,
+                    &mut tokens,
+                )
+                .await
+            }
         };
         rates.push((rpc, outcome, cpu.finish()));
     }
@@ -145,10 +178,16 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
         for (test, rate) in redis {
             fields.insert(test.name().into(), json!(rate.round()));
         }
-        let summary = redis.iter().map(|(t, r)| format!("{} {}/s", t.name(), thousands(*r))).collect::<Vec<_>>();
+        let summary = redis
+            .iter()
+            .map(|(t, r)| format!("{} {}/s", t.name(), thousands(*r)))
+            .collect::<Vec<_>>();
         report.record(Measurement {
             kind: Only::Auth,
-            setup: format!("redis-benchmark -c {concurrency} -n {}", plan.redis_requests),
+            setup: format!(
+                "redis-benchmark -c {concurrency} -n {}",
+                plan.redis_requests
+            ),
             summary: summary.join(", "),
             target: None,
             fields,
@@ -158,18 +197,33 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
     for (rpc, mut outcome, cpu) in rates {
         let per_s = outcome.ok as f64 / outcome.elapsed.as_secs_f64().max(1e-3);
         let raw = redis.as_ref().map(|redis| {
-            let seconds_per_call: f64 = rpc.mix().iter().map(|t| 1.0 / redis.get(t).copied().unwrap_or(f64::NAN)).sum();
+            let seconds_per_call: f64 = rpc
+                .mix()
+                .iter()
+                .map(|t| 1.0 / redis.get(t).copied().unwrap_or(f64::NAN))
+                .sum();
             1.0 / seconds_per_call
         });
         let share = raw.map(|raw| per_s / raw * 100.0);
-        let mix = rpc.mix().iter().map(|t| t.name()).collect::<Vec<_>>().join(" + ");
-        let (p50, p99) = (round3(outcome.latency.percentile_ms(50.0)), round3(outcome.latency.percentile_ms(99.0)));
+        let mix = rpc
+            .mix()
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let (p50, p99) = (
+            round3(outcome.latency.percentile_ms(50.0)),
+            round3(outcome.latency.percentile_ms(99.0)),
+        );
         let mut fields = Map::new();
         fields.insert("rpc".into(), json!(rpc.name()));
         fields.insert("concurrency".into(), json!(concurrency));
         fields.insert("channels".into(), json!(channels.len()));
         fields.insert("calls".into(), json!(outcome.ok));
-        fields.insert("seconds".into(), json!(round3(outcome.elapsed.as_secs_f64())));
+        fields.insert(
+            "seconds".into(),
+            json!(round3(outcome.elapsed.as_secs_f64())),
+        );
         fields.insert("calls_per_s".into(), json!(per_s.round()));
         fields.insert("p50_ms".into(), json!(p50));
         fields.insert("p99_ms".into(), json!(p99));
@@ -177,16 +231,32 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
         fields.insert("error_kinds".into(), json!(outcome.errors));
         fields.insert("redis_mix".into(), json!(mix));
         fields.insert("redis_mix_per_s".into(), json!(raw.map(f64::round)));
-        fields.insert("percent_of_redis".into(), json!(share.map(|s| (s * 10.0).round() / 10.0)));
-        fields.insert("cpu_percent".into(), json!(cpu.iter().cloned().collect::<HashMap<_, _>>()));
+        fields.insert(
+            "percent_of_redis".into(),
+            json!(share.map(|s| (s * 10.0).round() / 10.0)),
+        );
+        fields.insert(
+            "cpu_percent".into(),
+            json!(cpu.iter().cloned().collect::<HashMap<_, _>>()),
+        );
         let versus = match (raw, share) {
-            (Some(raw), Some(share)) => format!(" = {share:.0}% of Redis {mix} ({}/s)", thousands(raw)),
+            (Some(raw), Some(share)) => {
+                format!(" = {share:.0}% of Redis {mix} ({}/s)", thousands(raw))
+            }
             _ => " (no Redis port: not compared)".into(),
         };
-        let errors = if outcome.failed > 0 { format!(", **{} errors**", outcome.failed) } else { String::new() };
+        let errors = if outcome.failed > 0 {
+            format!(", **{} errors**", outcome.failed)
+        } else {
+            String::new()
+        };
         report.record(Measurement {
             kind: Only::Auth,
-            setup: format!("{} c={concurrency}, {} channels", rpc.name(), channels.len()),
+            setup: format!(
+                "{} c={concurrency}, {} channels",
+                rpc.name(),
+                channels.len()
+            ),
             summary: format!(
                 "{}/s{versus}; p50 {p50} ms, p99 {p99} ms{errors}; CPU {}",
                 thousands(per_s),
@@ -234,7 +304,10 @@ struct TaskOutcome {
 
 impl TaskOutcome {
     fn fail(&mut self, status: &tonic::Status) {
-        *self.errors.entry(format!("{:?}: {}", status.code(), status.message())).or_default() += 1;
+        *self
+            .errors
+            .entry(format!("{:?}: {}", status.code(), status.message()))
+            .or_default() += 1;
     }
 }
 
@@ -252,16 +325,24 @@ async fn calls(
     let deadline = started + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, jwt) in jwts.iter().enumerate() {
-        let (mut client, jwt, key) = (channels[i % channels.len()].clone(), jwt.clone(), key.to_owned());
+        let (mut client, jwt, key) = (
+            channels[i % channels.len()].clone(),
+            jwt.clone(),
+            key.to_owned(),
+        );
         tasks.spawn(async move {
             let mut outcome = TaskOutcome::default();
             while Instant::now() < deadline {
                 let began = Instant::now();
                 let result = match rpc {
                     Rpc::IssueWsToken => {
-                        let mut request = tonic::Request::new(IssueWsTokenRequest { jwt: jwt.clone() });
+                        let mut request =
+                            tonic::Request::new(IssueWsTokenRequest { jwt: jwt.clone() });
                         request.set_timeout(RPC_TIMEOUT);
-                        client.issue_ws_token(request).await.map(|r| Some(r.into_inner().token))
+                        client
+                            .issue_ws_token(request)
+                            .await
+                            .map(|r| Some(r.into_inner().token))
                     }
                     _ => match with_key(VerifyJwtRequest { jwt: jwt.clone() }, &key) {
                         Ok(request) => client.verify_jwt(request).await.map(|_| None),
@@ -284,7 +365,12 @@ async fn calls(
 
 /// ValidateToken over `tokens`, split among as many tasks as there were
 /// JWTs, until they are used up or `duration` has passed.
-async fn validations(channels: &[AuthServiceClient<Channel>], tokens: Vec<String>, key: &str, duration: Duration) -> Outcome {
+async fn validations(
+    channels: &[AuthServiceClient<Channel>],
+    tokens: Vec<String>,
+    key: &str,
+    duration: Duration,
+) -> Outcome {
     let started = Instant::now();
     let deadline = started + duration;
     let tasks_n = 64.min(tokens.len()).max(1);
@@ -317,9 +403,18 @@ async fn validations(channels: &[AuthServiceClient<Channel>], tokens: Vec<String
     join(tasks, started, &mut Vec::new()).await
 }
 
-async fn join(mut tasks: tokio::task::JoinSet<TaskOutcome>, started: Instant, tokens: &mut Vec<String>) -> Outcome {
-    let mut outcome =
-        Outcome { ok: 0, failed: 0, elapsed: Duration::ZERO, latency: Samples::default(), errors: HashMap::new() };
+async fn join(
+    mut tasks: tokio::task::JoinSet<TaskOutcome>,
+    started: Instant,
+    tokens: &mut Vec<String>,
+) -> Outcome {
+    let mut outcome = Outcome {
+        ok: 0,
+        failed: 0,
+        elapsed: Duration::ZERO,
+        latency: Samples::default(),
+        errors: HashMap::new(),
+    };
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(mut task) => {
@@ -334,12 +429,28 @@ async fn join(mut tasks: tokio::task::JoinSet<TaskOutcome>, started: Instant, to
 }
 
 /// requests/s of each command by `redis-benchmark` against the stack's Redis.
-async fn redis_benchmark(port: u16, clients: usize, requests: usize) -> anyhow::Result<HashMap<RedisTest, f64>> {
+async fn redis_benchmark(
+    port: u16,
+    clients: usize,
+    requests: usize,
+) -> anyhow::Result<HashMap<RedisTest, f64>> {
     let mut rates = HashMap::new();
     // SET first, so GETDEL finds keys to delete as the service's does.
-    for test in [RedisTest::Set, RedisTest::Mget, RedisTest::Getdel, RedisTest::Get] {
+    for test in [
+        RedisTest::Set,
+        RedisTest::Mget,
+        RedisTest::Getdel,
+        RedisTest::Get,
+    ] {
         let run = Command::new("redis-benchmark")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", &clients.to_string()])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-c",
+                &clients.to_string(),
+            ])
             .args(["-n", &requests.to_string(), "-r", "1000000", "--csv"])
             .args(test.command())
             .stdin(Stdio::null())
@@ -351,10 +462,15 @@ async fn redis_benchmark(port: u16, clients: usize, requests: usize) -> anyhow::
             .context("redis-benchmark did not finish within 180 s")?
             .context("running redis-benchmark (is it on PATH?)")?;
         if !output.status.success() {
-            bail!("redis-benchmark {} exited with {}", test.name(), output.status);
+            bail!(
+                "redis-benchmark {} exited with {}",
+                test.name(),
+                output.status
+            );
         }
         let stdout = String::from_utf8_lossy(&output.stdout);
-        let rate = parse_csv_rate(&stdout).with_context(|| format!("no rate in redis-benchmark output {stdout:?}"))?;
+        let rate = parse_csv_rate(&stdout)
+            .with_context(|| format!("no rate in redis-benchmark output {stdout:?}"))?;
         rates.insert(test, rate);
     }
     Ok(rates)
@@ -362,7 +478,13 @@ async fn redis_benchmark(port: u16, clients: usize, requests: usize) -> anyhow::
 
 /// The requests/s of redis-benchmark's `--csv` output: `"<test>","<rps>",...`.
 fn parse_csv_rate(output: &str) -> Option<f64> {
-    output.lines().find_map(|line| line.split(',').nth(1)?.trim_matches('"').parse::<f64>().ok())
+    output.lines().find_map(|line| {
+        line.split(',')
+            .nth(1)?
+            .trim_matches('"')
+            .parse::<f64>()
+            .ok()
+    })
 }
 
 #[cfg(test)]

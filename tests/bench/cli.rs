@@ -8,7 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// `wsauth-bench [FLAGS]` measures; `wsauth-bench worker` is the client
 /// process the measurer re-executes itself as (driven over stdin/stdout).
 #[derive(Parser)]
-#[command(name = "wsauth-bench", about = "Load generator for wsauth: handshakes, memory per connection, fan-out, auth RPCs")]
+#[command(
+    name = "wsauth-bench",
+    about = "Load generator for wsauth: handshakes, memory per connection, fan-out, auth RPCs"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -109,7 +112,11 @@ pub struct BenchArgs {
     #[arg(long = "gateway", env = "BENCH_GATEWAY_URLS", value_delimiter = ',')]
     pub gateway_urls: Vec<String>,
     /// The pids of those gateways, for the memory measurement (same order).
-    #[arg(long = "gateway-pid", env = "BENCH_GATEWAY_PIDS", value_delimiter = ',')]
+    #[arg(
+        long = "gateway-pid",
+        env = "BENCH_GATEWAY_PIDS",
+        value_delimiter = ','
+    )]
     pub gateway_pids: Vec<u32>,
     /// The running auth service (http://127.0.0.1:PORT).
     #[arg(long = "auth", env = "BENCH_AUTH_URL")]
@@ -167,15 +174,31 @@ impl BenchArgs {
             }
         };
         let all = [Only::Handshakes, Only::Memory, Only::Fanout, Only::Auth];
-        let only = all.into_iter().filter(|m| self.only.is_empty() || self.only.contains(m)).collect();
-        let duration_s = self.duration_s.unwrap_or(if quick { 2.0 } else { 10.0 }).clamp(0.1, 600.0);
+        let only = all
+            .into_iter()
+            .filter(|m| self.only.is_empty() || self.only.contains(m))
+            .collect();
+        let duration_s = self
+            .duration_s
+            .unwrap_or(if quick { 2.0 } else { 10.0 })
+            .clamp(0.1, 600.0);
         Plan {
             only,
             duration: Duration::from_secs_f64(duration_s),
-            handshake_concurrency: self.handshake_concurrency.iter().map(|c| (*c).clamp(1, 4096)).collect(),
-            memory_connections: pick(&self.memory_connections, &[1000, 10_000, 19_000], &[1000, 5000]),
+            handshake_concurrency: self
+                .handshake_concurrency
+                .iter()
+                .map(|c| (*c).clamp(1, 4096))
+                .collect(),
+            memory_connections: pick(
+                &self.memory_connections,
+                &[1000, 10_000, 19_000],
+                &[1000, 5000],
+            ),
             fanout_clients: pick(&self.fanout_clients, &[1000, 10_000], &[1000, 3000]),
-            redis_requests: self.redis_requests.unwrap_or(if quick { 50_000 } else { 200_000 }),
+            redis_requests: self
+                .redis_requests
+                .unwrap_or(if quick { 50_000 } else { 200_000 }),
         }
     }
 
@@ -198,7 +221,9 @@ impl BenchArgs {
             if secret_flag.contains(&arg.as_str()) {
                 hide_next = true;
                 words.push(arg);
-            } else if let Some((flag, _)) = arg.split_once('=').filter(|(f, _)| secret_flag.contains(f)) {
+            } else if let Some((flag, _)) =
+                arg.split_once('=').filter(|(f, _)| secret_flag.contains(f))
+            {
                 words.push(format!("{flag}=***"));
             } else {
                 words.push(arg);

@@ -36,7 +36,9 @@ pub fn source_ip(index: usize) -> Ipv4Addr {
 /// Connects to `server` from `source` (port chosen by the kernel), Nagle off.
 pub async fn connect_from(source: Ipv4Addr, server: SocketAddr) -> anyhow::Result<TcpStream> {
     let socket = TcpSocket::new_v4().context("creating a socket")?;
-    socket.bind(SocketAddr::from((source, 0))).with_context(|| format!("binding {source}"))?;
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .with_context(|| format!("binding {source}"))?;
     let stream = timeout(STEP_TIMEOUT, socket.connect(server))
         .await
         .map_err(|_| anyhow!("connect timed out"))?
@@ -48,7 +50,9 @@ pub async fn connect_from(source: Ipv4Addr, server: SocketAddr) -> anyhow::Resul
 /// Small buffers: a worker holds thousands of idle clients, and the frames
 /// they read are a few hundred bytes.
 fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
 }
 
 /// One client slot: a gateway, and a kept-alive HTTP connection to it for
@@ -61,7 +65,11 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(gateway: SocketAddr, http_source: Ipv4Addr) -> Self {
-        Self { gateway, http_source, http: None }
+        Self {
+            gateway,
+            http_source,
+            http: None,
+        }
     }
 
     /// `GET /token/ws`: the ws token for `jwt`. A kept-alive connection the
@@ -80,7 +88,9 @@ impl Connector {
     async fn try_token(&mut self, jwt: &str) -> anyhow::Result<String> {
         let mut http = match self.http.take() {
             Some(http) => http,
-            None => HttpConn::connect(self.gateway, self.http_source).await.context("token: connect")?,
+            None => HttpConn::connect(self.gateway, self.http_source)
+                .await
+                .context("token: connect")?,
         };
         let response = timeout(STEP_TIMEOUT, http.get("/token/ws", jwt))
             .await
@@ -96,22 +106,35 @@ impl Connector {
         struct TokenBody {
             token: String,
         }
-        let body: TokenBody = serde_json::from_slice(&response.body).context("token: bad JSON body")?;
+        let body: TokenBody =
+            serde_json::from_slice(&response.body).context("token: bad JSON body")?;
         Ok(body.token)
     }
 
     /// The whole flow up to `auth_ok`, the WebSocket from `ws_source`.
-    pub async fn authenticate(&mut self, jwt: &str, user: &str, ws_source: Ipv4Addr) -> anyhow::Result<Ws> {
+    pub async fn authenticate(
+        &mut self,
+        jwt: &str,
+        user: &str,
+        ws_source: Ipv4Addr,
+    ) -> anyhow::Result<Ws> {
         let token = self.token(jwt).await?;
-        let stream = connect_from(ws_source, self.gateway).await.context("upgrade: connect")?;
-        let url = format!("ws://{}/ws?token={token}", self.gateway);
-        let (mut ws, _) = timeout(STEP_TIMEOUT, tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())))
+        let stream = connect_from(ws_source, self.gateway)
             .await
-            .map_err(|_| anyhow!("upgrade: timed out"))?
-            .map_err(|error| match error {
-                tungstenite::Error::Http(response) => anyhow!("upgrade: HTTP {}", response.status().as_u16()),
-                other => anyhow!("upgrade: {other}"),
-            })?;
+            .context("upgrade: connect")?;
+        let url = format!("ws://{}/ws?token={token}", self.gateway);
+        let (mut ws, _) = timeout(
+            STEP_TIMEOUT,
+            tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())),
+        )
+        .await
+        .map_err(|_| anyhow!("upgrade: timed out"))?
+        .map_err(|error| match error {
+            tungstenite::Error::Http(response) => {
+                anyhow!("upgrade: HTTP {}", response.status().as_u16())
+            }
+            other => anyhow!("upgrade: {other}"),
+        })?;
         let frame = serde_json::json!({ "type": "jwt", "token": jwt }).to_string();
         timeout(STEP_TIMEOUT, ws.send(Message::text(frame)))
             .await
@@ -132,13 +155,20 @@ impl Connector {
 /// The next text frame, skipping control frames; a close is an error naming its code.
 async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     loop {
-        let frame = timeout(STEP_TIMEOUT, ws.next()).await.map_err(|_| anyhow!("timed out"))?;
+        let frame = timeout(STEP_TIMEOUT, ws.next())
+            .await
+            .map_err(|_| anyhow!("timed out"))?;
         match frame {
             None => bail!("connection ended"),
             Some(Err(error)) => bail!("{error}"),
             Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
             Some(Ok(Message::Close(frame))) => {
-                bail!("closed with {}", frame.map(|f| u16::from(f.code).to_string()).unwrap_or_else(|| "no code".into()))
+                bail!(
+                    "closed with {}",
+                    frame
+                        .map(|f| u16::from(f.code).to_string())
+                        .unwrap_or_else(|| "no code".into())
+                )
             }
             Some(Ok(Message::Binary(_))) => bail!("unexpected binary frame"),
             Some(Ok(_)) => continue,

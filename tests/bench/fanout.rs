@@ -32,7 +32,12 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
     }
     for gateways in layouts {
         let stack = Stack::start(args, gateways).await?;
-        let addrs: Vec<_> = stack.gateways.iter().take(gateways).map(|g| g.addr).collect();
+        let addrs: Vec<_> = stack
+            .gateways
+            .iter()
+            .take(gateways)
+            .map(|g| g.addr)
+            .collect();
         for &clients in &plan.fanout_clients {
             run(args, &stack, &addrs, clients, publishes, report).await?;
         }
@@ -57,7 +62,10 @@ async fn run(
     publishes: usize,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let admin_key = stack.admin_key.clone().context("--admin-key is needed to Publish")?;
+    let admin_key = stack
+        .admin_key
+        .clone()
+        .context("--admin-key is needed to Publish")?;
     let channel = Channel::from_shared(stack.auth_url())?
         .connect_timeout(Duration::from_secs(5))
         .connect()
@@ -80,7 +88,9 @@ async fn run(
         if ready.ok == 0 {
             anyhow::bail!("no client connected: {:?}", ready.errors);
         }
-        let cpu = CpuMeter::start(&stack.processes());
+        let mut processes = stack.processes();
+        processes.extend(pool.processes());
+        let cpu = CpuMeter::start(&processes);
         let mut ticker = tokio::time::interval(Duration::from_millis(args.publish_interval_ms));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut publish_latency = Samples::default();

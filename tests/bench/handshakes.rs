@@ -20,7 +20,11 @@ const TARGET_PER_S: f64 = 5000.0;
 
 pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let stack = Stack::start(args, 1).await?;
-    let gateway = stack.gateways.first().ok_or_else(|| anyhow::anyhow!("no gateway"))?.addr;
+    let gateway = stack
+        .gateways
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no gateway"))?
+        .addr;
     let minter = stack.minter()?;
     // Warm-up, not recorded: first gRPC connections, allocator growth.
     let warm = plan.duration.min(Duration::from_secs(1)) / 2;
@@ -46,11 +50,21 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
         fields.insert("max_ms".into(), json!(round3(outcome.latency.max_ms())));
         fields.insert("errors".into(), json!(outcome.failed));
         fields.insert("error_kinds".into(), json!(outcome.errors));
-        fields.insert("cpu_percent".into(), json!(cpu.iter().cloned().collect::<HashMap<_, _>>()));
-        let errors = if outcome.failed > 0 { format!(", **{} errors**", outcome.failed) } else { String::new() };
+        fields.insert(
+            "cpu_percent".into(),
+            json!(cpu.iter().cloned().collect::<HashMap<_, _>>()),
+        );
+        let errors = if outcome.failed > 0 {
+            format!(", **{} errors**", outcome.failed)
+        } else {
+            String::new()
+        };
         report.record(Measurement {
             kind: Only::Handshakes,
-            setup: format!("c={concurrency}, {:.0} s, 1 gateway", plan.duration.as_secs_f64()),
+            setup: format!(
+                "c={concurrency}, {:.0} s, 1 gateway",
+                plan.duration.as_secs_f64()
+            ),
             summary: format!(
                 "{}/s; p50 {p50} ms, p90 {p90} ms, p99 {p99} ms{errors}; CPU {}",
                 thousands(per_s),
@@ -66,10 +80,6 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
          latency is GET → auth_ok; the rate counts handshakes that reached auth_ok within the window; \
          every network step has a 10 s deadline; a failed handshake counts as an error, not a sample",
     );
-    report.note(
-        "CPU figures are % of one core (2 cores = 200%) from /proc/<pid>/stat over the run; \
-         `bench` is the load generator itself",
-    );
     Ok(())
 }
 
@@ -81,7 +91,12 @@ struct Outcome {
 }
 
 /// `concurrency` tasks doing handshakes back to back until `duration` is up.
-async fn run(gateway: SocketAddr, minter: &JwtMinter, concurrency: usize, duration: Duration) -> Outcome {
+async fn run(
+    gateway: SocketAddr,
+    minter: &JwtMinter,
+    concurrency: usize,
+    duration: Duration,
+) -> Outcome {
     let deadline = Instant::now() + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..concurrency {
@@ -120,7 +135,12 @@ async fn run(gateway: SocketAddr, minter: &JwtMinter, concurrency: usize, durati
             (latency, errors)
         });
     }
-    let mut outcome = Outcome { ok: 0, failed: 0, latency: Samples::default(), errors: HashMap::new() };
+    let mut outcome = Outcome {
+        ok: 0,
+        failed: 0,
+        latency: Samples::default(),
+        errors: HashMap::new(),
+    };
     while let Some(joined) = tasks.join_next().await {
         let Ok((latency, errors)) = joined else {
             outcome.failed += 1;

@@ -27,7 +27,11 @@ pub struct HttpResponse {
 impl HttpConn {
     pub async fn connect(server: SocketAddr, source: Ipv4Addr) -> anyhow::Result<Self> {
         let stream = connect_from(source, server).await?;
-        Ok(Self { stream: BufReader::with_capacity(2048, stream), host: server.to_string(), reusable: true })
+        Ok(Self {
+            stream: BufReader::with_capacity(2048, stream),
+            host: server.to_string(),
+            reusable: true,
+        })
     }
 
     /// Whether the server left the connection open for another request.
@@ -38,13 +42,29 @@ impl HttpConn {
     /// `GET path` with `Authorization: Bearer <bearer>` (none when empty). The caller bounds it
     /// with a deadline.
     pub async fn get(&mut self, path: &str, bearer: &str) -> anyhow::Result<HttpResponse> {
-        let authorization = if bearer.is_empty() { String::new() } else { format!("Authorization: Bearer {bearer}\r\n") };
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{authorization}Accept: application/json\r\n\r\n", self.host);
-        self.stream.get_mut().write_all(request.as_bytes()).await.context("writing the request")?;
+        let authorization = if bearer.is_empty() {
+            String::new()
+        } else {
+            format!("Authorization: Bearer {bearer}\r\n")
+        };
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{authorization}Accept: application/json\r\n\r\n",
+            self.host
+        );
+        self.stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .context("writing the request")?;
 
         let mut line = String::new();
-        if self.stream.read_line(&mut line).await.context("reading the status line")? == 0 {
+        if self
+            .stream
+            .read_line(&mut line)
+            .await
+            .context("reading the status line")?
+            == 0
+        {
             self.reusable = false;
             bail!("connection closed before a response");
         }
@@ -57,20 +77,31 @@ impl HttpConn {
         let mut close = line.starts_with("HTTP/1.0");
         loop {
             line.clear();
-            if self.stream.read_line(&mut line).await.context("reading headers")? == 0 {
+            if self
+                .stream
+                .read_line(&mut line)
+                .await
+                .context("reading headers")?
+                == 0
+            {
                 bail!("connection closed inside the headers");
             }
             let header = line.trim_end();
             if header.is_empty() {
                 break;
             }
-            let Some((name, value)) = header.split_once(':') else { bail!("bad header line {header:?}") };
+            let Some((name, value)) = header.split_once(':') else {
+                bail!("bad header line {header:?}")
+            };
             let value = value.trim();
             if name.eq_ignore_ascii_case("content-length") {
                 content_length = Some(value.parse::<usize>().context("bad content-length")?);
-            } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
+            } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close")
+            {
                 close = true;
-            } else if name.eq_ignore_ascii_case("transfer-encoding") && !value.eq_ignore_ascii_case("identity") {
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                && !value.eq_ignore_ascii_case("identity")
+            {
                 bail!("transfer-encoding {value} is not supported by the bench client");
             }
         }
@@ -78,13 +109,20 @@ impl HttpConn {
             Some(length) if length > MAX_BODY => bail!("response body of {length} bytes"),
             Some(length) => {
                 let mut body = vec![0; length];
-                self.stream.read_exact(&mut body).await.context("reading the body")?;
+                self.stream
+                    .read_exact(&mut body)
+                    .await
+                    .context("reading the body")?;
                 body
             }
             None => {
                 close = true;
                 let mut body = Vec::new();
-                (&mut self.stream).take(MAX_BODY as u64).read_to_end(&mut body).await.context("reading the body")?;
+                (&mut self.stream)
+                    .take(MAX_BODY as u64)
+                    .read_to_end(&mut body)
+                    .await
+                    .context("reading the body")?;
                 body
             }
         };

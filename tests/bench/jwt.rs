@@ -27,8 +27,16 @@ pub struct JwtMinter {
 }
 
 impl JwtMinter {
-    pub fn new(secret: &str, issuer: Option<String>, audience: Option<String>) -> anyhow::Result<Self> {
-        Ok(Self { key: EncodingKey::from_secret(secret.as_bytes())?, issuer, audience })
+    pub fn new(
+        secret: &str,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            key: EncodingKey::from_secret(secret.as_bytes())?,
+            issuer,
+            audience,
+        })
     }
 
     /// A JWT for `sub` valid for an hour: longer than any run, so no client
@@ -43,6 +51,10 @@ impl JwtMinter {
             iss: self.issuer.as_deref(),
             aud: self.audience.as_deref(),
         };
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)?)
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.key,
+        )?)
     }
 }

@@ -20,7 +20,9 @@ const TARGET_BYTES: f64 = 4096.0;
 pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let stack = Stack::start(args, 1).await?;
     let gateway = stack.gateways.first().context("no gateway")?;
-    let pid = gateway.pid.context("the memory measurement needs the gateway's pid (--gateway-pid)")?;
+    let pid = gateway
+        .pid
+        .context("the memory measurement needs the gateway's pid (--gateway-pid)")?;
     let mut sizes = plan.memory_connections.clone();
     sizes.sort_unstable();
     sizes.dedup();
@@ -28,7 +30,10 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
     if let Some(limit) = open_files_limit() {
         // The gateway inherits this limit in a private stack.
         if stack.private && (largest as u64) + 200 > limit {
-            bail!("{largest} connections need an open-files limit above {}; this process has {limit} (ulimit -n)", largest + 200);
+            bail!(
+                "{largest} connections need an open-files limit above {}; this process has {limit} (ulimit -n)",
+                largest + 200
+            );
         }
     }
 
@@ -69,9 +74,15 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
             fields.insert("gateway_open_files".into(), json!(files));
             fields.insert("worker_processes".into(), json!(pool.workers()));
             fields.insert("connect_rate_per_s".into(), json!(connect_rate.round()));
-            fields.insert("connect_p99_ms".into(), json!(round3(connect.percentile_ms(99.0))));
-            let failures =
-                if ready.failed > 0 { format!(", **{} failed to connect**", ready.failed) } else { String::new() };
+            fields.insert(
+                "connect_p99_ms".into(),
+                json!(round3(connect.percentile_ms(99.0))),
+            );
+            let failures = if ready.failed > 0 {
+                format!(", **{} failed to connect**", ready.failed)
+            } else {
+                String::new()
+            };
             report.record(Measurement {
                 kind: Only::Memory,
                 setup: format!("{} idle connections, 1 gateway", thousands(size as f64)),
@@ -82,7 +93,8 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
                     thousands(rss as f64),
                     thousands(files as f64),
                 ),
-                target: (size >= 19_000).then(|| ("≤ 4 KiB/conn at 19k".to_owned(), per_conn <= TARGET_BYTES)),
+                target: (size >= 19_000)
+                    .then(|| ("≤ 4 KiB/conn at 19k".to_owned(), per_conn <= TARGET_BYTES)),
                 fields,
             });
         }

@@ -55,6 +55,14 @@ impl Pool {
         })
     }
 
+    /// The worker processes, for CPU accounting.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        self.workers
+            .iter()
+            .filter_map(|w| Some(("workers".to_owned(), w.child.id()?)))
+            .collect()
+    }
+
     pub fn workers(&self) -> usize {
         self.workers.len()
     }
@@ -77,8 +85,13 @@ impl Pool {
                 .spawn()
                 .context("starting a worker process")?;
             let stdin = child.stdin.take().context("worker stdin is piped")?;
-            let stdout = BufReader::new(child.stdout.take().context("worker stdout is piped")?).lines();
-            let mut worker = WorkerProc { child, stdin, stdout };
+            let stdout =
+                BufReader::new(child.stdout.take().context("worker stdout is piped")?).lines();
+            let mut worker = WorkerProc {
+                child,
+                stdin,
+                stdout,
+            };
             let plan = WorkerPlan {
                 worker: first_new + w,
                 gateways: self.config.gateways.clone(),
@@ -135,7 +148,11 @@ impl Pool {
     /// Every worker's broadcast accounting, waiting up to `wait` for deliveries.
     pub async fn collect(&mut self, wait: Duration) -> anyhow::Result<Vec<FanoutResult>> {
         for worker in &mut self.workers {
-            worker.send(&ToWorker::Collect { wait_ms: wait.as_millis() as u64 }).await?;
+            worker
+                .send(&ToWorker::Collect {
+                    wait_ms: wait.as_millis() as u64,
+                })
+                .await?;
         }
         let mut results = Vec::new();
         for worker in &mut self.workers {
@@ -152,7 +169,10 @@ impl Pool {
         for mut worker in self.workers.drain(..) {
             let _ = worker.send(&ToWorker::Close).await;
             drop(worker.stdin);
-            if timeout(Duration::from_secs(10), worker.child.wait()).await.is_err() {
+            if timeout(Duration::from_secs(10), worker.child.wait())
+                .await
+                .is_err()
+            {
                 let _ = worker.child.kill().await;
             }
         }
@@ -163,7 +183,10 @@ impl WorkerProc {
     async fn send(&mut self, command: &ToWorker) -> anyhow::Result<()> {
         let mut line = serde_json::to_vec(command)?;
         line.push(b'\n');
-        self.stdin.write_all(&line).await.context("writing to a worker")?;
+        self.stdin
+            .write_all(&line)
+            .await
+            .context("writing to a worker")?;
         self.stdin.flush().await.context("writing to a worker")?;
         Ok(())
     }
@@ -174,7 +197,8 @@ impl WorkerProc {
             .with_context(|| format!("a worker did not answer within {wait:?}"))?
             .context("reading from a worker")?
             .context("a worker exited (see its stderr above)")?;
-        let message: FromWorker = serde_json::from_str(&line).context("a worker sent a bad line")?;
+        let message: FromWorker =
+            serde_json::from_str(&line).context("a worker sent a bad line")?;
         if let FromWorker::Error { message } = &message {
             bail!("worker: {message}");
         }

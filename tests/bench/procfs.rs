@@ -26,7 +26,9 @@ pub fn open_files(pid: u32) -> anyhow::Result<usize> {
 /// The soft limit of open files of this process (inherited by its children).
 pub fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
@@ -43,12 +45,15 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 /// in its command line).
 pub fn redis_pid(port: u16) -> Option<u32> {
     let wanted = format!(":{port}");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        (cmdline.starts_with("redis-server") && cmdline.contains(&wanted)).then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.starts_with("redis-server") && cmdline.contains(&wanted)).then_some(pid)
+        })
 }
 
 /// CPU use of named processes over an interval.
@@ -63,25 +68,65 @@ impl CpuMeter {
             .iter()
             .filter_map(|(name, pid)| Some((name.clone(), *pid, cpu_ticks(*pid)?)))
             .collect();
-        Self { started: Instant::now(), start }
+        Self {
+            started: Instant::now(),
+            start,
+        }
     }
 
-    /// `(name, percent of one core)` for each process since `start`.
+    /// `(name, percent of one core)` since `start`, processes of the same
+    /// name (the workers) summed.
     pub fn finish(&self) -> Vec<(String, f64)> {
         let wall = self.started.elapsed().as_secs_f64().max(1e-3);
-        self.start
-            .iter()
-            .filter_map(|(name, pid, before)| {
-                let ticks = cpu_ticks(*pid)?.saturating_sub(*before);
-                Some((name.clone(), (ticks as f64 / TICKS_PER_S / wall * 100.0).round()))
-            })
-            .collect()
+        let mut usage: Vec<(String, f64)> = Vec::new();
+        for (name, pid, before) in &self.start {
+            let Some(now) = cpu_ticks(*pid) else { continue };
+            let percent = now.saturating_sub(*before) as f64 / TICKS_PER_S / wall * 100.0;
+            match usage.iter_mut().find(|(n, _)| n == name) {
+                Some(entry) => entry.1 += percent,
+                None => usage.push((name.clone(), percent)),
+            }
+        }
+        for entry in &mut usage {
+            entry.1 = entry.1.round();
+        }
+        usage
     }
+}
+
+/// The machine, for the report: cores, CPU model, memory.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("model name")
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, m)| m.trim())
+        })
+        .unwrap_or("unknown CPU");
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!(
+        "{cores} cores ({model}), {mem_gib:.1} GiB RAM, open-files limit {}",
+        open_files_limit().unwrap_or(0)
+    )
 }
 
 /// `gateway 95%, auth 60%` for the table.
 pub fn describe_cpu(usage: &[(String, f64)]) -> String {
-    usage.iter().map(|(name, pct)| format!("{name} {pct}%")).collect::<Vec<_>>().join(", ")
+    usage
+        .iter()
+        .map(|(name, pct)| format!("{name} {pct}%"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

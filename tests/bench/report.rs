@@ -30,7 +30,17 @@ pub struct Report {
 
 impl Report {
     pub fn new(_args: &BenchArgs) -> Self {
-        Self { rows: Vec::new(), notes: Vec::new(), failed: false, command: BenchArgs::command_line() }
+        let notes = vec![
+            "CPU figures are % of one core (2 cores = 200 %) from /proc/<pid>/stat over the measured interval; \
+             `bench` is the measuring process, `workers` its client processes"
+                .to_owned(),
+        ];
+        Self {
+            rows: Vec::new(),
+            notes,
+            failed: false,
+            command: BenchArgs::command_line(),
+        }
     }
 
     /// Prints the JSON line now, keeps the row for the table.
@@ -82,10 +92,20 @@ impl Report {
                 Some((target, false)) => format!("{target} ❌"),
                 None => String::new(),
             };
-            out.push_str(&format!("| {} | {} | {} | {} |\n", row.kind.name(), row.setup, row.summary, target));
+            out.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                row.kind.name(),
+                row.setup,
+                row.summary,
+                target
+            ));
         }
         out.push('\n');
-        out.push_str(&format!("Command: `{}`\n", self.command));
+        out.push_str(&format!(
+            "Command: `{}`\n\nMachine: {}\n\n",
+            self.command,
+            crate::procfs::machine()
+        ));
         for note in &self.notes {
             out.push_str(&format!("- {note}\n"));
         }

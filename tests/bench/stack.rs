@@ -36,6 +36,8 @@ pub struct Stack {
     issuer: Option<String>,
     audience: Option<String>,
     pub private: bool,
+    /// Where the private services' stderr goes.
+    logs: PathBuf,
     children: Vec<(String, Child)>,
     _redis: Option<TestRedis>,
 }
@@ -43,16 +45,29 @@ pub struct Stack {
 impl Stack {
     /// The private stack with `gateways` gateways, or the running one.
     pub async fn start(args: &BenchArgs, gateways: usize) -> anyhow::Result<Self> {
-        if args.remote() { Self::remote(args) } else { Self::private(args, gateways).await }
+        if args.remote() {
+            Self::remote(args)
+        } else {
+            Self::private(args, gateways).await
+        }
     }
 
     fn remote(args: &BenchArgs) -> anyhow::Result<Self> {
-        let auth = loopback(args.auth_url.as_deref().context("--auth is needed with --gateway")?)?;
+        let auth = loopback(
+            args.auth_url
+                .as_deref()
+                .context("--auth is needed with --gateway")?,
+        )?;
         let gateways = args
             .gateway_urls
             .iter()
             .enumerate()
-            .map(|(i, url)| Ok(Gateway { addr: loopback(url)?, pid: args.gateway_pids.get(i).copied() }))
+            .map(|(i, url)| {
+                Ok(Gateway {
+                    addr: loopback(url)?,
+                    pid: args.gateway_pids.get(i).copied(),
+                })
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             gateways,
@@ -64,6 +79,7 @@ impl Stack {
             issuer: args.jwt_issuer.clone(),
             audience: args.jwt_audience.clone(),
             private: false,
+            logs: PathBuf::new(),
             children: Vec::new(),
             _redis: None,
         })
@@ -73,7 +89,9 @@ impl Stack {
         let bin_dir = bin_dir(args)?;
         let logs = std::env::temp_dir().join(format!("wsauth-bench-{}", std::process::id()));
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-        let redis = tokio::task::spawn_blocking(TestRedis::spawn).await.context("starting redis-server")?;
+        let redis = tokio::task::spawn_blocking(TestRedis::spawn)
+            .await
+            .context("starting redis-server")?;
         let secret = random_hex();
         let admin_key = random_hex();
         let internal_key = random_hex();
@@ -87,6 +105,7 @@ impl Stack {
             issuer: None,
             audience: None,
             private: true,
+            logs: logs.clone(),
             children: Vec::new(),
             _redis: None,
         };
@@ -104,7 +123,9 @@ impl Stack {
         stack.spawn("auth", &bin_dir.join("wsauth-auth"), &auth_env, &logs)?;
         stack._redis = Some(redis);
         let auth = stack.auth;
-        stack.wait_for("auth", || async move { tcp_up(auth) }).await?;
+        stack
+            .wait_for("auth", || async move { tcp_up(auth) })
+            .await?;
 
         let auth_url = format!("http://{auth}");
         for i in 0..gateways {
@@ -121,20 +142,35 @@ impl Stack {
             ];
             let name = format!("gateway-{i}");
             let pid = stack.spawn(&name, &bin_dir.join("wsauth-gateway"), &gateway_env, &logs)?;
-            stack.wait_for(&name, || async move { ready(addr).await }).await?;
-            stack.gateways.push(Gateway { addr, pid: Some(pid) });
+            stack
+                .wait_for(&name, || async move { ready(addr).await })
+                .await?;
+            stack.gateways.push(Gateway {
+                addr,
+                pid: Some(pid),
+            });
         }
         tracing::info!(gateways, logs = %logs.display(), "private stack up");
         Ok(stack)
     }
 
-    fn spawn(&mut self, name: &str, bin: &Path, env: &[(&str, &str)], logs: &Path) -> anyhow::Result<u32> {
+    fn spawn(
+        &mut self,
+        name: &str,
+        bin: &Path,
+        env: &[(&str, &str)],
+        logs: &Path,
+    ) -> anyhow::Result<u32> {
         let log_path = logs.join(format!("{name}.log"));
-        let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut command = Command::new(bin);
         // A clean environment: settings from the caller's shell (a stray
         // GATEWAY_LISTEN, a RUST_LOG=debug) would change what is measured.
-        command.env_clear().env("RUST_LOG", "warn").env("LOG_FORMAT", "text");
+        command
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .env("LOG_FORMAT", "text");
         if let Some(path) = std::env::var_os("PATH") {
             command.env("PATH", path);
         }
@@ -164,23 +200,34 @@ impl Stack {
             }
             if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
                 if let Some(status) = child.try_wait()? {
-                    bail!("{name} exited with {status} (log in {})", std::env::temp_dir().display());
+                    bail!(
+                        "{name} exited with {status}; its log: {}",
+                        self.logs.join(format!("{name}.log")).display()
+                    );
                 }
             }
             if Instant::now() > deadline {
-                bail!("{name} not ready within {START_TIMEOUT:?}");
+                bail!(
+                    "{name} not ready within {START_TIMEOUT:?}; its log: {}",
+                    self.logs.join(format!("{name}.log")).display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub fn minter(&self) -> anyhow::Result<JwtMinter> {
-        let secret = self.jwt_secret.as_deref().context("--jwt-secret is needed to mint the clients' JWTs")?;
+        let secret = self
+            .jwt_secret
+            .as_deref()
+            .context("--jwt-secret is needed to mint the clients' JWTs")?;
         JwtMinter::new(secret, self.issuer.clone(), self.audience.clone())
     }
 
     pub fn jwt_secret(&self) -> anyhow::Result<&str> {
-        self.jwt_secret.as_deref().context("--jwt-secret is needed to mint the clients' JWTs")
+        self.jwt_secret
+            .as_deref()
+            .context("--jwt-secret is needed to mint the clients' JWTs")
     }
 
     pub fn issuer(&self) -> Option<String> {
@@ -197,9 +244,18 @@ impl Stack {
 
     /// The processes whose CPU use is worth reporting, by name.
     pub fn processes(&self) -> Vec<(String, u32)> {
-        let mut processes: Vec<(String, u32)> = self.children.iter().map(|(name, child)| (name.clone(), child.id())).collect();
+        let mut processes: Vec<(String, u32)> = self
+            .children
+            .iter()
+            .map(|(name, child)| (name.clone(), child.id()))
+            .collect();
         if !self.private {
-            processes.extend(self.gateways.iter().enumerate().filter_map(|(i, g)| Some((format!("gateway-{i}"), g.pid?))));
+            processes.extend(
+                self.gateways
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, g)| Some((format!("gateway-{i}"), g.pid?))),
+            );
         }
         if let Some(pid) = self.redis_port.and_then(crate::procfs::redis_pid) {
             processes.push(("redis".into(), pid));
@@ -239,7 +295,10 @@ fn bin_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {
         Some(dir) => dir.clone(),
         None => {
             let exe = std::env::current_exe().context("locating this executable")?;
-            let mut dir = exe.parent().context("the executable has a directory")?.to_path_buf();
+            let mut dir = exe
+                .parent()
+                .context("the executable has a directory")?
+                .to_path_buf();
             // Under `cargo test`/`cargo run` the binary may sit in deps/.
             if dir.ends_with("deps") {
                 dir.pop();

@@ -25,7 +25,10 @@ pub async fn run() -> anyhow::Result<()> {
     let result = work().await;
     if let Err(error) = &result {
         // The measurer reads stdout; stderr is for people.
-        let _ = send(&FromWorker::Error { message: format!("{error:#}") }).await;
+        let _ = send(&FromWorker::Error {
+            message: format!("{error:#}"),
+        })
+        .await;
     }
     result
 }
@@ -57,7 +60,12 @@ async fn serve(plan: WorkerPlan, stdin: &mut Lines<BufReader<Stdin>>) -> anyhow:
 
     while let Some(line) = stdin.next_line().await? {
         match serde_json::from_str::<ToWorker>(&line).context("bad command")? {
-            ToWorker::Status => send(&FromWorker::Status { open: open.load(Ordering::Relaxed) }).await?,
+            ToWorker::Status => {
+                send(&FromWorker::Status {
+                    open: open.load(Ordering::Relaxed),
+                })
+                .await?
+            }
             ToWorker::Collect { wait_ms } => {
                 let mut result = FanoutResult::default();
                 let mut reports = Vec::with_capacity(connected);
@@ -73,7 +81,8 @@ async fn serve(plan: WorkerPlan, stdin: &mut Lines<BufReader<Stdin>>) -> anyhow:
                 let _ = stop_tx.send(true);
                 let straggler_deadline = Instant::now() + Duration::from_secs(5);
                 while reports.len() < connected {
-                    match tokio::time::timeout_at(straggler_deadline.into(), report_rx.recv()).await {
+                    match tokio::time::timeout_at(straggler_deadline.into(), report_rx.recv()).await
+                    {
                         Ok(Some(report)) => reports.push(report),
                         Ok(None) | Err(_) => break,
                     }
@@ -101,14 +110,22 @@ async fn connect_all(
     let started = Instant::now();
     let mut slots = tokio::task::JoinSet::new();
     for slot in 0..plan.concurrency.clamp(1, 1024) {
-        let (minter, next, open, stop, reports) =
-            (minter.clone(), next.clone(), open.clone(), stop.clone(), reports.clone());
+        let (minter, next, open, stop, reports) = (
+            minter.clone(),
+            next.clone(),
+            open.clone(),
+            stop.clone(),
+            reports.clone(),
+        );
         let gateways = plan.gateways.clone();
         let (first, count, expect) = (plan.first_index, plan.count, plan.expect_broadcasts);
         let run_tag = Arc::<str>::from(plan.run_tag.as_str());
         let http_source = source_ip(plan.worker * 1024 + slot);
         slots.spawn(async move {
-            let mut connectors: Vec<Connector> = gateways.iter().map(|g| Connector::new(*g, http_source)).collect();
+            let mut connectors: Vec<Connector> = gateways
+                .iter()
+                .map(|g| Connector::new(*g, http_source))
+                .collect();
             let mut outcome = SlotOutcome::default();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -121,13 +138,21 @@ async fn connect_all(
                 let attempt = async {
                     let jwt = minter.mint(&user)?;
                     let n = connectors.len();
-                    connectors[index % n].authenticate(&jwt, &user, source_ip(index)).await
+                    connectors[index % n]
+                        .authenticate(&jwt, &user, source_ip(index))
+                        .await
                 };
                 match attempt.await {
                     Ok(ws) => {
-                        outcome.handshake_us.push(began.elapsed().as_micros() as u64);
+                        outcome
+                            .handshake_us
+                            .push(began.elapsed().as_micros() as u64);
                         open.fetch_add(1, Ordering::Relaxed);
-                        let client = Client { expect, run_tag: run_tag.clone(), stats: ClientReport::new(expect) };
+                        let client = Client {
+                            expect,
+                            run_tag: run_tag.clone(),
+                            stats: ClientReport::new(expect),
+                        };
                         tokio::spawn(client.run(ws, open.clone(), stop.clone(), reports.clone()));
                     }
                     Err(error) => *outcome.errors.entry(format!("{error:#}")).or_default() += 1,
@@ -226,14 +251,21 @@ impl Client {
             #[serde(default, borrow)]
             data: Option<std::borrow::Cow<'a, str>>,
         }
-        let Ok(frame) = serde_json::from_str::<Frame>(text) else { return };
+        let Ok(frame) = serde_json::from_str::<Frame>(text) else {
+            return;
+        };
         if frame.kind != "broadcast" {
             return;
         }
-        let Some((seq, sent_ns)) = frame.data.as_deref().and_then(|data| parse_payload(data, &self.run_tag)) else {
+        let Some((seq, sent_ns)) = frame
+            .data
+            .as_deref()
+            .and_then(|data| parse_payload(data, &self.run_tag))
+        else {
             return;
         };
-        self.stats.record(seq, received_us.saturating_sub(sent_ns / 1000), received_us);
+        self.stats
+            .record(seq, received_us.saturating_sub(sent_ns / 1000), received_us);
     }
 }
 
@@ -245,7 +277,10 @@ pub fn parse_payload(data: &str, run_tag: &str) -> Option<(usize, u64)> {
 }
 
 pub fn unix_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// What one client saw of the run's broadcasts.
@@ -263,11 +298,17 @@ struct ClientReport {
 
 impl ClientReport {
     fn new(expect: usize) -> Self {
-        Self { copies: vec![0; expect], latencies_us: Vec::with_capacity(expect), ..Self::default() }
+        Self {
+            copies: vec![0; expect],
+            latencies_us: Vec::with_capacity(expect),
+            ..Self::default()
+        }
     }
 
     fn record(&mut self, seq: usize, latency_us: u64, now_us: u64) {
-        let Some(copies) = self.copies.get_mut(seq) else { return };
+        let Some(copies) = self.copies.get_mut(seq) else {
+            return;
+        };
         *copies += 1;
         if *copies == 1 {
             self.distinct += 1;
@@ -304,7 +345,10 @@ mod tests {
 
     #[test]
     fn payloads_of_other_runs_are_ignored() {
-        assert_eq!(parse_payload("abc:3:1700000000000000000", "abc"), Some((3, 1_700_000_000_000_000_000)));
+        assert_eq!(
+            parse_payload("abc:3:1700000000000000000", "abc"),
+            Some((3, 1_700_000_000_000_000_000))
+        );
         assert_eq!(parse_payload("abd:3:1", "abc"), None);
         assert_eq!(parse_payload("abcd:3:1", "abc"), None);
         assert_eq!(parse_payload("abc:x:1", "abc"), None);
@@ -318,7 +362,10 @@ mod tests {
         }
         let mut result = FanoutResult::default();
         report.add_to(&mut result, 4);
-        assert_eq!((result.lost, result.duplicated, result.out_of_order), (1, 1, 1));
+        assert_eq!(
+            (result.lost, result.duplicated, result.out_of_order),
+            (1, 1, 1)
+        );
         assert_eq!(result.complete, 0);
         assert_eq!(result.latencies_us.len(), 4);
     }
@@ -331,6 +378,14 @@ mod tests {
         }
         let mut result = FanoutResult::default();
         report.add_to(&mut result, 3);
-        assert_eq!((result.lost, result.duplicated, result.out_of_order, result.complete), (0, 0, 0, 1));
+        assert_eq!(
+            (
+                result.lost,
+                result.duplicated,
+                result.out_of_order,
+                result.complete
+            ),
+            (0, 0, 0, 1)
+        );
     }
 }
