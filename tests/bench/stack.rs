@@ -198,13 +198,15 @@ impl Stack {
             if up().await {
                 return Ok(());
             }
-            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
-                if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "{name} exited with {status}; its log: {}",
-                        self.logs.join(format!("{name}.log")).display()
-                    );
-                }
+            let exited = match self.children.iter_mut().find(|(n, _)| n == name) {
+                Some((_, child)) => child.try_wait()?,
+                None => None,
+            };
+            if let Some(status) = exited {
+                bail!(
+                    "{name} exited with {status}; its log: {}",
+                    self.logs.join(format!("{name}.log")).display()
+                );
             }
             if Instant::now() > deadline {
                 bail!(

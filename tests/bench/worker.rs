@@ -173,7 +173,7 @@ async fn connect_all(
         }
     }
     let mut errors: Vec<_> = errors.into_iter().collect();
-    errors.sort_by(|a, b| b.1.cmp(&a.1));
+    errors.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     errors.truncate(5);
     ready.errors = errors;
     ready.elapsed_ms = started.elapsed().as_millis() as u64;
