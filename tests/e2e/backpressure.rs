@@ -6,7 +6,7 @@ use wsauth_tests::{
     AuthOptions, Cluster, GatewayOptions, Jwt, STEP, WsClient, collect_events, warm_up,
 };
 
-const EVENTS: usize = 150;
+const EVENTS: usize = 200;
 /// Big enough that the kernel buffers between gateway and slow client
 /// (a few MiB on loopback) fill within the run.
 const EVENT_BYTES: usize = 60_000;
@@ -15,7 +15,7 @@ const EVENT_BYTES: usize = 60_000;
 async fn a_slow_consumer_is_closed_with_1008_while_a_fast_one_receives_every_event() {
     let stack = Cluster::single(
         AuthOptions::default(),
-        GatewayOptions::default().send_queue_capacity(4),
+        GatewayOptions::default().send_queue_capacity(32),
     )
     .await;
     stack.wait_ready().await;

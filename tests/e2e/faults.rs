@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use tonic::Code;
 use wsauth_tests::{
-    AuthOptions, Cluster, GatewayOptions, Jwt, STEP, TestAuth, WsClient, collect_events,
+    AuthOptions, Cluster, GatewayOptions, Jwt, STEP, TestAuth, WARMUP, WsClient, collect_events,
     wait_until, warm_up,
 };
 
@@ -171,6 +171,19 @@ async fn after_a_redis_restart_gateways_resubscribe_and_delivery_resumes() {
 
     for gateway in &cluster.gateways {
         gateway.wait_ready(Duration::from_secs(30)).await;
+    }
+    // A replica may answer UNAVAILABLE until its Redis connection is re-established.
+    for auth in &cluster.auths {
+        wait_until(
+            Duration::from_secs(15),
+            "each auth replica publishes again",
+            || async {
+                auth.try_publish(&format!("{WARMUP}probe"), None)
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
     }
     // Until every gateway has resubscribed on the new stream epoch, a warm-up may be missed.
     warm_up(
