@@ -1,0 +1,394 @@
+//! BroadcastService over real gRPC: Publish, History and resumable Subscribe.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::time::timeout;
+use tonic::{Code, Streaming};
+use wsauth_shared::proto::broadcast_service_client::BroadcastServiceClient;
+use wsauth_shared::proto::{
+    Event, EventKind, HistoryRequest, PublishRequest, RevokeUserRequest, SubscribeRequest,
+};
+use wsauth_tests::TestRedis;
+
+type Client = BroadcastServiceClient<tonic::transport::Channel>;
+
+async fn publish(client: &mut Client, data: &str, user_id: Option<&str>) -> String {
+    let request = PublishRequest {
+        data: data.into(),
+        user_id: user_id.map(str::to_owned),
+    };
+    call(client.publish(req(request, Some(ADMIN_KEY))))
+        .await
+        .expect("publish")
+        .id
+}
+
+fn history(after_id: &str, user_id: Option<&str>, limit: Option<u32>) -> HistoryRequest {
+    HistoryRequest {
+        after_id: after_id.into(),
+        user_id: user_id.map(str::to_owned),
+        limit,
+    }
+}
+
+async fn subscribe(
+    client: &mut Client,
+    after_id: Option<&str>,
+) -> Result<Streaming<Event>, tonic::Status> {
+    let request = SubscribeRequest {
+        gateway_id: "gw-test".into(),
+        after_id: after_id.map(str::to_owned),
+    };
+    let mut request = req(request, Some(INTERNAL_KEY));
+    // A stream, not a unary call: no overall deadline on it.
+    request.metadata_mut().remove("grpc-timeout");
+    call(client.subscribe(request)).await
+}
+
+async fn next(stream: &mut Streaming<Event>) -> Result<Event, tonic::Status> {
+    timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("an event within 5 s")
+        .map(|event| event.expect("stream still open"))
+}
+
+fn data(events: &[Event]) -> Vec<&str> {
+    events.iter().map(|e| e.data.as_str()).collect()
+}
+
+#[tokio::test]
+async fn published_events_come_back_in_order_in_history() {
+    let redis = TestRedis::spawn();
+    let auth = TestAuth::spawn(config(Some(redis.url()))).await;
+    let mut client = auth.broadcast_client().await;
+    let first = publish(&mut client, "b0", None).await;
+    publish(&mut client, "d-ann", Some("ann")).await;
+    publish(&mut client, "b1", None).await;
+    publish(&mut client, "d-ben", Some("ben")).await;
+    let mut auth_client = auth.auth_client().await;
+    call(auth_client.revoke_user(req(
+        RevokeUserRequest {
+            user_id: "ann".into(),
+        },
+        Some(ADMIN_KEY),
+    )))
+    .await
+    .expect("revoke");
+    let last = publish(&mut client, "b2", None).await;
+
+    let (epoch, _) = first.split_once(':').expect("epoch:seq");
+    assert!(last.starts_with(&format!("{epoch}:")));
+
+    let all = call(client.history(req(history(&first, None, None), Some(INTERNAL_KEY))))
+        .await
+        .expect("history");
+    assert_eq!(data(&all.events), ["b1", "b2"]);
+    let ann = call(client.history(req(history(&first, Some("ann"), None), Some(ADMIN_KEY))))
+        .await
+        .expect("history");
+    assert_eq!(data(&ann.events), ["d-ann", "b1", "", "b2"]);
+    assert_eq!(ann.events[0].kind(), EventKind::Direct);
+    assert_eq!(ann.events[0].user_id, "ann");
+    assert_eq!(ann.events[2].kind(), EventKind::Disconnect);
+    assert_eq!(ann.events[1].kind(), EventKind::Broadcast);
+    assert!(ann.events[1].published_at.is_some());
+    let limited = call(client.history(req(
+        history(&first, Some("ann"), Some(2)),
+        Some(INTERNAL_KEY),
+    )))
+    .await
+    .expect("history");
+    assert_eq!(data(&limited.events), ["d-ann", "b1"]);
+    let after_last = call(client.history(req(history(&last, None, None), Some(INTERNAL_KEY))))
+        .await
+        .expect("history");
+    assert!(after_last.events.is_empty());
+}
+
+#[tokio::test]
+async fn broadcast_rpcs_check_keys_and_arguments() {
+    let auth = TestAuth::spawn(config(None)).await;
+    let mut client = auth.broadcast_client().await;
+    let id = publish(&mut client, "x", None).await;
+    let publish_req = |data: &str, user: Option<&str>| PublishRequest {
+        data: data.into(),
+        user_id: user.map(str::to_owned),
+    };
+    assert_code(
+        call(client.publish(req(publish_req("x", None), Some(INTERNAL_KEY)))).await,
+        Code::Unauthenticated,
+    );
+    assert_code(
+        call(client.publish(req(publish_req("x", None), None))).await,
+        Code::Unauthenticated,
+    );
+    assert_code(
+        call(client.history(req(history(&id, None, None), None))).await,
+        Code::Unauthenticated,
+    );
+    assert_code(
+        call(client.history(req(history(&id, None, None), Some("bad")))).await,
+        Code::Unauthenticated,
+    );
+    let sub = SubscribeRequest {
+        gateway_id: "g".into(),
+        after_id: None,
+    };
+    assert_code(
+        call(client.subscribe(req(sub, Some("bad"))))
+            .await
+            .map(|_| ()),
+        Code::Unauthenticated,
+    );
+
+    let k = Some(ADMIN_KEY);
+    assert_code(
+        call(client.publish(req(publish_req("", None), k))).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        call(client.publish(req(publish_req(&"x".repeat(65_537), None), k))).await,
+        Code::InvalidArgument,
+    );
+    call(client.publish(req(publish_req(&"x".repeat(65_536), None), k)))
+        .await
+        .expect("at the limit");
+    assert_code(
+        call(client.publish(req(publish_req("x", Some("")), k))).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        call(client.publish(req(publish_req("x", Some(&"u".repeat(257))), k))).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        call(client.history(req(history("", None, None), k))).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        call(client.history(req(history("garbage", None, None), k))).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        call(client.history(req(history(&"a".repeat(257), None, None), k))).await,
+        Code::InvalidArgument,
+    );
+    for (gateway, after) in [("", None), (&*"g".repeat(257), None), ("g", Some("bad-id"))] {
+        let sub = SubscribeRequest {
+            gateway_id: gateway.into(),
+            after_id: after.map(str::to_owned),
+        };
+        assert_code(
+            call(client.subscribe(req(sub, k))).await.map(|_| ()),
+            Code::InvalidArgument,
+        );
+    }
+}
+
+async fn subscription_sees_live_events_in_order(redis_url: Option<String>) {
+    let auth = TestAuth::spawn(config(redis_url)).await;
+    let mut client = auth.broadcast_client().await;
+    let mut stream = subscribe(&mut client, None).await.expect("subscribe");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let user = (i % 3 == 0).then_some("zed");
+        ids.push(publish(&mut client, &format!("live{i}"), user).await);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let event = next(&mut stream).await.expect("event");
+        assert_eq!(&event.id, id);
+        assert_eq!(event.data, format!("live{i}"));
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_gets_live_events_in_publish_order_with_redis() {
+    let redis = TestRedis::spawn();
+    subscription_sees_live_events_in_order(Some(redis.url())).await;
+}
+
+#[tokio::test]
+async fn a_subscriber_gets_live_events_in_publish_order_in_memory() {
+    subscription_sees_live_events_in_order(None).await;
+}
+
+async fn resume_has_no_gap_and_no_duplicate(redis_url: Option<String>) {
+    let auth = TestAuth::spawn(config(redis_url)).await;
+    let mut client = auth.broadcast_client().await;
+    let mut ids = Vec::new();
+    for i in 0..1200 {
+        ids.push(publish(&mut client, &format!("e{i}"), None).await);
+    }
+    // Keep publishing while the subscriber catches up, so the seam is exercised.
+    let mut publisher = auth.broadcast_client().await;
+    let more = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for i in 1200..1500 {
+            ids.push(publish(&mut publisher, &format!("e{i}"), None).await);
+        }
+        ids
+    });
+    let mut stream = subscribe(&mut client, Some(&ids[99]))
+        .await
+        .expect("subscribe");
+    ids.extend(more.await.expect("publisher"));
+    for expected in &ids[100..] {
+        let event = next(&mut stream).await.expect("event");
+        assert_eq!(&event.id, expected);
+    }
+    // Nothing extra, nothing repeated: the next event is a new one.
+    let last = publish(&mut client, "after", None).await;
+    assert_eq!(next(&mut stream).await.expect("event").id, last);
+}
+
+#[tokio::test]
+async fn subscribe_with_after_id_resumes_without_gap_or_duplicate_with_redis() {
+    let redis = TestRedis::spawn();
+    resume_has_no_gap_and_no_duplicate(Some(redis.url())).await;
+}
+
+#[tokio::test]
+async fn subscribe_with_after_id_resumes_without_gap_or_duplicate_in_memory() {
+    resume_has_no_gap_and_no_duplicate(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_older_than_retention_are_out_of_range() {
+    let redis = TestRedis::spawn();
+    let auth = TestAuth::spawn(config(Some(redis.url()))).await;
+    let mut client = auth.broadcast_client().await;
+    let first = publish(&mut client, "first", None).await;
+    // Retention is 10000 (`MAXLEN ~` trims whole nodes): publish well past it.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut client = auth.broadcast_client().await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..1300 {
+                publish(&mut client, "fill", None).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("publisher");
+    }
+    let status = assert_code(
+        call(client.history(req(history(&first, None, Some(1)), Some(INTERNAL_KEY)))).await,
+        Code::OutOfRange,
+    );
+    assert!(
+        status.message().contains("older than the retained"),
+        "{status:?}"
+    );
+    assert_code(
+        subscribe(&mut client, Some(&first)).await.map(|_| ()),
+        Code::OutOfRange,
+    );
+}
+
+#[tokio::test]
+async fn a_new_epoch_after_redis_loses_the_stream_is_out_of_range_for_old_ids() {
+    let mut redis = TestRedis::spawn();
+    let mut config = config(Some(redis.url()));
+    config.redis_timeout_ms = 300;
+    let auth = TestAuth::spawn(config).await;
+    let mut client = auth.broadcast_client().await;
+    let old = publish(&mut client, "before", None).await;
+    let mut live = subscribe(&mut client, None).await.expect("subscribe");
+    let seen = publish(&mut client, "seen", None).await;
+    assert_eq!(next(&mut live).await.expect("event").id, seen);
+
+    redis.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let new = loop {
+        let request = PublishRequest {
+            data: "after".into(),
+            user_id: None,
+        };
+        match call(client.publish(req(request, Some(ADMIN_KEY)))).await {
+            Ok(response) => break response.id,
+            Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publish did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(
+        new.split_once(':').expect("id").0,
+        old.split_once(':').expect("id").0,
+        "a new epoch"
+    );
+
+    let status = assert_code(
+        call(client.history(req(history(&old, None, None), Some(INTERNAL_KEY)))).await,
+        Code::OutOfRange,
+    );
+    assert!(status.message().contains("epoch"), "{status:?}");
+    assert_code(
+        subscribe(&mut client, Some(&old)).await.map(|_| ()),
+        Code::OutOfRange,
+    );
+    // The live subscriber is told, rather than silently carried across epochs.
+    let status = assert_code(next(&mut live).await, Code::OutOfRange);
+    assert!(status.message().contains("reset"), "{status:?}");
+    // Ids of the new epoch work.
+    let newer = publish(&mut client, "newer", None).await;
+    let events = call(client.history(req(history(&new, None, None), Some(INTERNAL_KEY))))
+        .await
+        .expect("history");
+    assert_eq!(
+        events
+            .events
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        [newer.as_str()]
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_is_ended_with_resource_exhausted() {
+    let auth = TestAuth::spawn(config(None)).await;
+    let mut client = auth.broadcast_client().await;
+    let mut stream = subscribe(&mut client, None).await.expect("subscribe");
+    // Far more than the fan-out buffer plus the per-subscriber queue and HTTP/2 windows.
+    let payload = "p".repeat(1000);
+    let mut publishers = Vec::new();
+    for _ in 0..4 {
+        let mut client = auth.broadcast_client().await;
+        let payload = payload.clone();
+        publishers.push(tokio::spawn(async move {
+            for _ in 0..2500 {
+                publish(&mut client, &payload, None).await;
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+    let mut received = 0;
+    let status = loop {
+        match next(&mut stream).await {
+            Ok(_) => received += 1,
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(received < 10_000, "received {received}");
+}
+
+#[tokio::test]
+async fn shutdown_ends_subscriptions_and_run_returns() {
+    let auth = TestAuth::spawn(config(None)).await;
+    let mut client = auth.broadcast_client().await;
+    let mut stream = subscribe(&mut client, None).await.expect("subscribe");
+    auth.shutdown().await.expect("clean shutdown");
+    let end = timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("stream ends promptly");
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+}
