@@ -58,7 +58,9 @@ impl Drop for SocketCount {
 /// Runs a socket whose ws token belonged to `ws_user`, until it closes.
 pub async fn run(mut socket: WebSocket, state: AppState, conn_id: ConnId, ws_user: String) {
     let _count = SocketCount::new(&state.metrics);
-    let end = match authenticate(&mut socket, &state, &ws_user).await {
+    // Phase 2 and the close are boxed: transient, they should not size the
+    // future every idle connection keeps for its whole life.
+    let end = match Box::pin(authenticate(&mut socket, &state, &ws_user)).await {
         Ok((verified, since)) => {
             state.metrics.handshake(Handshake::Ok);
             tracing::info!("authenticated");
@@ -69,7 +71,7 @@ pub async fn run(mut socket: WebSocket, state: AppState, conn_id: ConnId, ws_use
             end
         }
     };
-    finish(socket, &state.metrics, end).await;
+    Box::pin(finish(socket, &state.metrics, end)).await;
 }
 
 /// What a read error means: an over-size frame gets 1009, anything else is
@@ -113,7 +115,8 @@ async fn authenticate(
     drop(text);
     let verified = tokio::select! {
         () = state.shutdown.cancelled() => return Err(End::Close(CloseCode::GoingAway)),
-        verified = state.auth.verify_jwt(jwt) => verified,
+        // Boxed: an in-flight gRPC call is large, and only lives this long.
+        verified = Box::pin(state.auth.verify_jwt(jwt)) => verified,
     };
     match verified {
         Ok(verified) if verified.user_id == ws_user => Ok((verified, since)),
@@ -178,7 +181,7 @@ async fn replay(
         let page = tokio::select! {
             () = state.shutdown.cancelled() => return Err(End::Close(CloseCode::GoingAway)),
             code = kick.kicked() => return Err(End::Close(code)),
-            page = state.auth.history(&after, user_id) => page,
+            page = Box::pin(state.auth.history(&after, user_id)) => page,
         };
         let events = match page {
             Ok(events) => events,
@@ -235,7 +238,7 @@ async fn connected(
     }
     // Live events at or before this id were already replayed.
     let mut replayed_through = match since {
-        Some(since) => match replay(socket, state, &kick, &user_id, since).await {
+        Some(since) => match Box::pin(replay(socket, state, &kick, &user_id, since)).await {
             Ok(last) => Some(last),
             Err(end) => return end,
         },
@@ -274,7 +277,7 @@ async fn connected(
                     ClientFrame::Jwt { token, .. } => {
                         let verified = tokio::select! {
                             () = state.shutdown.cancelled() => return End::Close(CloseCode::GoingAway),
-                            verified = state.auth.verify_jwt(token) => verified,
+                            verified = Box::pin(state.auth.verify_jwt(token)) => verified,
                         };
                         match verified {
                             Ok(fresh) if fresh.user_id == user_id => {
@@ -357,5 +360,35 @@ async fn finish(mut socket: WebSocket, metrics: &Metrics, end: End) {
             })
             .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The session future is each connection's main allocation: keep an eye on it.
+    #[test]
+    fn session_future_stays_small() {
+        fn size_of_future<F: Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        // Never polled: only its size matters.
+        let fut = async {
+            let socket: WebSocket = unreachable_socket().await;
+            let state: AppState = unreachable_socket().await;
+            run(socket, state, 0, String::new()).await;
+        };
+        let size = size_of_future(&fut);
+        println!(
+            "session future: {size} bytes (socket {}, state {})",
+            std::mem::size_of::<WebSocket>(),
+            std::mem::size_of::<AppState>()
+        );
+        assert!(size < 4096, "session future is {size} bytes");
+    }
+
+    async fn unreachable_socket<T>() -> T {
+        std::future::pending().await
     }
 }

@@ -15,9 +15,9 @@ use crate::metrics::Handshake;
 use crate::session;
 use crate::state::AppState;
 
-/// tungstenite reads into a buffer of this size (its default is 128 KiB per
-/// socket, the bulk of an idle connection's memory).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// tungstenite reads into a buffer of this size, allocated up front (its
+/// default is 128 KiB per socket); larger frames grow it as they arrive.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 #[derive(Deserialize)]
 pub struct WsParams {
