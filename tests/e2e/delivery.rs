@@ -319,6 +319,26 @@ async fn grpcurl_lists_the_services_through_reflection() {
             "{service} in {services:?}"
         );
     }
+
+    let output = within(
+        Duration::from_secs(20),
+        "grpcurl Health/Check",
+        grpcurl()
+            .args(["-plaintext", "-d", r#"{"service":"wsauth.v1.AuthService"}"#])
+            .arg(stack.auth().addr().to_string())
+            .arg("grpc.health.v1.Health/Check")
+            .output(),
+    )
+    .await
+    .expect("grpcurl runs");
+    assert!(
+        output.status.success(),
+        "grpcurl: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let health: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("grpcurl prints JSON");
+    assert_eq!(health["status"], "SERVING");
 }
 
 #[tokio::test]
@@ -348,4 +368,26 @@ async fn history_returns_what_a_user_missed_oldest_first() {
         .map(|e| (e.id.as_str(), e.data.as_str()))
         .collect();
     assert_eq!(got, [(a.as_str(), "a"), (b.as_str(), "b")]);
+}
+
+#[tokio::test]
+async fn publish_refuses_empty_and_oversized_data_with_invalid_argument() {
+    let stack = Cluster::single(
+        AuthOptions::default().env("MAX_EVENT_BYTES", 1000),
+        GatewayOptions::default(),
+    )
+    .await;
+
+    for (case, data) in [
+        ("empty", String::new()),
+        ("over MAX_EVENT_BYTES", "x".repeat(1001)),
+    ] {
+        let status = stack.auth().try_publish(&data, None).await.expect_err(case);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{case}: {status:?}"
+        );
+    }
+    stack.auth().publish(&"x".repeat(1000), None).await;
 }

@@ -239,3 +239,65 @@ async fn publish_with_redis_down_fails_with_unavailable_within_its_deadline() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn with_one_of_two_auth_replicas_killed_handshakes_still_succeed() {
+    let mut cluster = Cluster::spawn(2, 1, GatewayOptions::default()).await;
+    cluster.wait_ready().await;
+    let mut before = WsClient::authenticated(cluster.gateway(), "before").await;
+
+    cluster.auths[0].kill().await;
+
+    // The gateway may need a moment to notice the dead replica; then it must stop using it.
+    let jwt = Jwt::for_user("probe").sign();
+    wait_until(
+        Duration::from_secs(10),
+        "a handshake succeeds through the surviving replica",
+        || async {
+            let ok = cluster.gateway().token_ws(Some(&jwt)).await.status == 200;
+            ok
+        },
+    )
+    .await;
+    // Many handshakes in a row: a balancer that still picks the dead replica fails some.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(cluster.gateway().token_ws(Some(&jwt)).await.status);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "/token/ws with one replica dead: {statuses:?}"
+    );
+    for i in 0..5 {
+        let mut client = WsClient::authenticated(cluster.gateway(), &format!("after-{i}")).await;
+        client.echo("served by the surviving replica").await;
+    }
+    before.echo("still connected").await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_answering_pings_is_closed_and_leaves_the_registry() {
+    let options = GatewayOptions::default().env("PING_INTERVAL_S", 1);
+    let stack = Cluster::single(AuthOptions::default(), options).await;
+    let gateway = stack.gateway();
+    let mut live = WsClient::authenticated(gateway, "live").await;
+    // Never read again: tungstenite answers pings only while the socket is read.
+    let _silent = WsClient::authenticated(gateway, "silent").await;
+    assert_eq!(gateway.gauge("wsauth_gateway_connections_open").await, 2.0);
+
+    let live_reader = async {
+        // Keep `live` reading (and so answering pings) while waiting.
+        while live
+            .next_frame(Duration::from_millis(200))
+            .await
+            .is_none_or(|f| matches!(f, wsauth_tests::Frame::Json(_)))
+        {}
+    };
+    tokio::select! {
+        _ = live_reader => panic!("the live client was closed"),
+        _ = wait_until(Duration::from_secs(15), "the silent client is dropped", || async {
+            gateway.gauge("wsauth_gateway_connections_open").await == 1.0
+        }) => {}
+    }
+    live.echo("the live client answered every ping").await;
+}

@@ -364,3 +364,59 @@ async fn logs_never_contain_jwts_ws_tokens_or_keys() {
         assert!(!logs.contains(secret), "the logs contain {what}");
     }
 }
+
+#[tokio::test]
+async fn with_ws_token_reuse_a_token_opens_several_sockets() {
+    let stack = Cluster::single(
+        AuthOptions::default().env("WS_TOKEN_REUSE", "true"),
+        GatewayOptions::default(),
+    )
+    .await;
+    let jwt = Jwt::for_user("alice").sign();
+    let token = stack.gateway().ws_token(&jwt).await;
+
+    for _ in 0..3 {
+        let mut client = WsClient::connect(stack.gateway().addr(), &token, None)
+            .await
+            .expect("a reusable token");
+        client.send_jwt(&jwt).await;
+        assert_eq!(client.recv_json(STEP).await["type"], "auth_ok");
+    }
+}
+
+#[tokio::test]
+async fn issuer_and_audience_are_checked_when_configured() {
+    let auth = AuthOptions::default()
+        .env("JWT_ISSUER", "https://id.example")
+        .env("JWT_AUDIENCE", "wsauth");
+    let stack = Cluster::single(auth, GatewayOptions::default()).await;
+    let good = || {
+        Jwt::for_user("alice")
+            .issuer("https://id.example")
+            .audience("wsauth")
+    };
+
+    assert_eq!(
+        stack.gateway().token_ws(Some(&good().sign())).await.status,
+        200,
+        "right iss and aud"
+    );
+    for (case, jwt) in [
+        ("wrong iss", good().issuer("https://evil.example")),
+        ("wrong aud", good().audience("other")),
+        ("no iss", good().without("iss")),
+        ("no aud", good().without("aud")),
+    ] {
+        assert_eq!(
+            stack.gateway().token_ws(Some(&jwt.sign())).await.status,
+            401,
+            "{case}"
+        );
+    }
+    let token = stack.gateway().ws_token(&good().sign()).await;
+    let mut client = WsClient::connect(stack.gateway().addr(), &token, None)
+        .await
+        .expect("upgrade");
+    client.send_jwt(&good().audience("other").sign()).await;
+    client.expect_close(4401, STEP).await;
+}

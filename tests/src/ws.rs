@@ -80,7 +80,7 @@ impl WsClient {
                 socket.set_recv_buffer_size(size)?;
             }
             let stream = socket.connect(gateway).await?;
-            Ok::<_, tungstenite::Error>(tokio_tungstenite::client_async(request, stream).await?)
+            tokio_tungstenite::client_async(request, stream).await
         };
         match tokio::time::timeout(STEP, upgrade).await {
             Ok(Ok((ws, _response))) => Ok(Self { ws, user: None }),
