@@ -3,6 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use futures::FutureExt as _;
 use wsauth_auth::config::{Command, Config};
 use wsauth_shared::telemetry::{self, LogFormat};
 
@@ -15,11 +16,17 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init(LogFormat::from_env());
+    // Poll the signal future once so the SIGTERM/Ctrl-C handlers are installed
+    // before `listening` is announced: a harness may signal right after it.
+    let mut shutdown = Box::pin(wsauth_shared::shutdown::signal());
+    if (&mut shutdown).now_or_never().is_some() {
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(config.auth_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.auth_listen))?;
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(addr = %addr, "listening");
-    wsauth_auth::run(config, listener, wsauth_shared::shutdown::signal()).await?;
+    wsauth_auth::run(config, listener, shutdown).await?;
     Ok(())
 }
