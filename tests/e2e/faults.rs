@@ -90,6 +90,12 @@ async fn killing_one_auth_replica_while_publishing_through_the_other_loses_or_du
     )
     .await;
 
+    // Kill the replica serving most gateway subscriptions (its log says so), so
+    // that the Subscribe failover is exercised rather than left to chance.
+    let subscribers = |auth: &TestAuth| auth.logs().matches("subscriber joined").count();
+    if subscribers(&cluster.auths[1]) > subscribers(&cluster.auths[0]) {
+        cluster.auths.swap(0, 1);
+    }
     let survivor = cluster.auths.pop().expect("two replicas");
     let mut victim = cluster.auths.pop().expect("two replicas");
     let halfway = Arc::new(AtomicBool::new(false));

@@ -93,10 +93,24 @@ async fn the_registry_is_empty_again_after_two_thousand_connections_come_and_go(
             let user = format!("user-{}", i % 97);
             match i % 5 {
                 // Authenticated, then dropped without a close frame.
-                0 | 1 => {
+                0 => {
                     let client = WsClient::authenticated(gateway, &user).await;
                     drop(client);
                     "authenticated-dropped"
+                }
+                // Phase 2 failed: a JWT of another user (4403) or a bad one (4401).
+                1 => {
+                    let token = gateway.ws_token(&Jwt::for_user(&user).sign()).await;
+                    let mut client = WsClient::connect(addr, &token, None)
+                        .await
+                        .expect("upgrade");
+                    let (jwt, code) = match i % 2 {
+                        0 => (Jwt::for_user("someone-else").sign(), 4403),
+                        _ => (Jwt::for_user(&user).expires_in(-120).sign(), 4401),
+                    };
+                    client.send_jwt(&jwt).await;
+                    client.expect_close(code, STEP).await;
+                    "phase-2-failed"
                 }
                 // Authenticated, then closed politely.
                 2 => {
@@ -140,7 +154,7 @@ async fn the_registry_is_empty_again_after_two_thousand_connections_come_and_go(
     let handshakes = gateway.gauge("wsauth_gateway_handshakes_total").await;
     assert!(
         handshakes >= 1600.0,
-        "1200 authenticated and 400 refused handshakes, counted {handshakes}"
+        "1600 handshakes that passed phase 1 or were refused, counted {handshakes}"
     );
     let mut client = WsClient::authenticated(gateway, "after").await;
     client.echo("the gateway still works").await;

@@ -156,7 +156,12 @@ async fn a_refreshed_jwt_keeps_the_connection_open_past_the_first_exp() {
     client
         .send_jwt(&Jwt::for_user("alice").expires_in(120).sign())
         .await;
-    client.echo("refreshed").await;
+    // A refresh is silent: auth_ok is sent once, so the next frame is the echo.
+    client.send_text("refreshed").await;
+    assert_eq!(
+        client.recv_json(STEP).await,
+        json!({"type": "echo", "data": "refreshed"})
+    );
     // The condition is the first JWT's expiry itself: wait until it has passed.
     wait_past_unix(exp + 1).await;
 
