@@ -259,10 +259,7 @@ async fn with_one_of_two_auth_replicas_killed_handshakes_still_succeed() {
     wait_until(
         Duration::from_secs(10),
         "a handshake succeeds through the surviving replica",
-        || async {
-            let ok = cluster.gateway().token_ws(Some(&jwt)).await.status == 200;
-            ok
-        },
+        || async { cluster.gateway().token_ws(Some(&jwt)).await.status == 200 },
     )
     .await;
     // Many handshakes in a row: a balancer that still picks the dead replica fails some.
