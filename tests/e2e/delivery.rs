@@ -391,3 +391,56 @@ async fn publish_refuses_empty_and_oversized_data_with_invalid_argument() {
     }
     stack.auth().publish(&"x".repeat(1000), None).await;
 }
+
+#[tokio::test]
+async fn subscribe_and_history_refuse_an_after_id_of_another_epoch_with_out_of_range() {
+    let stack = Cluster::single(AuthOptions::default(), GatewayOptions::default()).await;
+    let id = stack.auth().publish("creates the stream", None).await;
+    let (epoch, position) = id.split_once(':').expect("ids are <epoch>:<millis>-<seq>");
+    let foreign = format!(
+        "{}{}:{position}",
+        if epoch.starts_with('0') { "1" } else { "0" },
+        &epoch[1..]
+    );
+    let mut client = stack
+        .auth()
+        .broadcast_client(wsauth_tests::ApiKey::Internal);
+
+    let history = wsauth_shared::proto::HistoryRequest {
+        after_id: foreign.clone(),
+        user_id: None,
+        limit: None,
+    };
+    let status = client
+        .history(history)
+        .await
+        .expect_err("History after a foreign epoch");
+    assert_eq!(
+        status.code(),
+        tonic::Code::OutOfRange,
+        "History: {status:?}"
+    );
+
+    let subscribe = wsauth_shared::proto::SubscribeRequest {
+        gateway_id: "e2e".into(),
+        after_id: Some(foreign),
+    };
+    let status = match client.subscribe(subscribe).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            within(
+                STEP,
+                "the Subscribe stream ends with an error",
+                stream.message(),
+            )
+            .await
+            .expect_err("Subscribe after a foreign epoch yields no event")
+        }
+    };
+    assert_eq!(
+        status.code(),
+        tonic::Code::OutOfRange,
+        "Subscribe: {status:?}"
+    );
+}

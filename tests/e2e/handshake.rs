@@ -45,6 +45,7 @@ async fn token_endpoint_refuses_missing_malformed_and_invalid_jwts_with_401() {
     let wrong_key = Jwt::for_user("alice").signed_with(b"another secret").sign();
     let unsigned = Jwt::for_user("alice").alg(JwtAlg::None).sign();
     let no_sub = Jwt::for_user("alice").without("sub").sign();
+    let oversized = Jwt::for_user("alice").claim("pad", "x".repeat(9000)).sign();
 
     let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
         ("no Authorization header", vec![]),
@@ -71,6 +72,10 @@ async fn token_endpoint_refuses_missing_malformed_and_invalid_jwts_with_401() {
         (
             "JWT without sub",
             vec![("authorization", format!("Bearer {no_sub}"))],
+        ),
+        (
+            "JWT over 8 KiB",
+            vec![("authorization", format!("Bearer {oversized}"))],
         ),
     ];
     for (case, headers) in cases {
@@ -334,7 +339,8 @@ async fn grpc_calls_with_a_wrong_or_missing_key_are_unauthenticated() {
 
 #[tokio::test]
 async fn logs_never_contain_jwts_ws_tokens_or_keys() {
-    let debug = "info,wsauth_auth=debug,wsauth_gateway=debug";
+    // tower_http at debug too: its default span records the full URI, query (the token) included.
+    let debug = "info,wsauth_auth=debug,wsauth_gateway=debug,tower_http=debug";
     let stack = Cluster::single(
         AuthOptions::default().env("RUST_LOG", debug),
         GatewayOptions::default().env("RUST_LOG", debug),
@@ -352,6 +358,10 @@ async fn logs_never_contain_jwts_ws_tokens_or_keys() {
     client.recv_type("broadcast", STEP).await;
 
     let logs = format!("{}\n{}", stack.auth().logs(), stack.gateway().logs());
+    assert!(
+        logs.matches("\"listening\"").count() == 2,
+        "both services' logs were captured"
+    );
     let jwt_signature = jwt.rsplit('.').next().expect("a JWT has three parts");
     for (what, secret) in [
         ("a JWT", jwt_signature),
