@@ -304,3 +304,32 @@ async fn a_client_that_stops_answering_pings_is_closed_and_leaves_the_registry()
     }
     live.echo("the live client answered every ping").await;
 }
+
+#[tokio::test]
+async fn with_redis_down_handshakes_answer_503_and_not_401() {
+    let mut stack = Cluster::single(
+        AuthOptions::default().env("REDIS_TIMEOUT_MS", 300),
+        GatewayOptions::default().auth_call_timeout_ms(1500),
+    )
+    .await;
+    let jwt = Jwt::for_user("alice").sign();
+    let token = stack.gateway().ws_token(&jwt).await;
+    let mut connected = WsClient::authenticated(stack.gateway(), "bob").await;
+
+    stack.redis.kill();
+
+    let response = stack.gateway().token_ws(Some(&jwt)).await;
+    assert_eq!(
+        response.status, 503,
+        "/token/ws while Redis is down: {}",
+        response.body
+    );
+    assert_eq!(
+        WsClient::connect(stack.gateway().addr(), &token, None)
+            .await
+            .err(),
+        Some(503),
+        "/ws with a valid token while Redis is down"
+    );
+    connected.echo("Redis is down").await;
+}
