@@ -1,7 +1,9 @@
-//! The gateway's only door to auth: one shared gRPC channel, a deadline on
-//! every call, the api key in metadata. Proto types stop here.
+//! The gateway's only door to auth: one shared HTTP/2 channel per endpoint,
+//! a deadline on every call, the api key in metadata. Proto types stop here.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -139,10 +141,53 @@ pub enum ClientConfigError {
     BadKey,
 }
 
-/// A cheap-clone handle to auth over one multiplexed channel.
+/// How long an endpoint that failed at the transport level is tried last.
+const ENDPOINT_COOLDOWN: Duration = Duration::from_secs(2);
+
+/// The auth endpoints, each one lazily connected, multiplexed HTTP/2 channel.
+///
+/// Balanced here rather than with `Channel::balance_list`: tower's balancer
+/// keeps picking an endpoint whose process died (its lazy reconnect reports
+/// ready), so one dead replica of two failed every other call. Here a call
+/// that fails at the transport moves on to the next endpoint within the same
+/// deadline, and the failed one is tried last for a short cooldown.
+struct Endpoints {
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+    /// Per endpoint: until when (ms since `epoch`) it is tried last.
+    down_until: Vec<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Endpoints {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Endpoint indexes in the order to try: round-robin, cooling ones last.
+    fn order(&self) -> Vec<usize> {
+        let n = self.channels.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let now = self.now_ms();
+        let (mut up, mut cooling): (Vec<usize>, Vec<usize>) = (0..n)
+            .map(|i| (start + i) % n)
+            .partition(|&i| self.down_until[i].load(Ordering::Relaxed) <= now);
+        up.append(&mut cooling);
+        up
+    }
+
+    fn mark_down(&self, index: usize) {
+        let until = self
+            .now_ms()
+            .saturating_add(ENDPOINT_COOLDOWN.as_millis() as u64);
+        self.down_until[index].store(until, Ordering::Relaxed);
+    }
+}
+
+/// A cheap-clone handle to auth.
 #[derive(Clone)]
 pub struct AuthClient {
-    channel: Channel,
+    endpoints: Arc<Endpoints>,
     /// `Bearer <key>`, marked sensitive so its Debug is redacted.
     authorization: Option<MetadataValue<Ascii>>,
     timeout: Duration,
@@ -150,8 +195,7 @@ pub struct AuthClient {
 }
 
 impl AuthClient {
-    /// Builds the channel without connecting: the gateway starts while auth is
-    /// down and connects on first use. Must run inside a tokio runtime.
+    /// Builds the channels without connecting. Must run inside a tokio runtime.
     pub fn new(
         urls: &[String],
         api_key: Option<&SecretString>,
@@ -174,12 +218,16 @@ impl AuthClient {
                     .keep_alive_while_idle(true),
             );
         }
-        let channel = match endpoints.len() {
-            0 => return Err(ClientConfigError::NoUrl),
-            // One endpoint: a plain lazy channel fails fast while auth is down.
-            1 => endpoints.remove(0).connect_lazy(),
-            _ => Channel::balance_list(endpoints.into_iter()),
-        };
+        if endpoints.is_empty() {
+            return Err(ClientConfigError::NoUrl);
+        }
+        let endpoints = Arc::new(Endpoints {
+            down_until: endpoints.iter().map(|_| AtomicU64::new(0)).collect(),
+            // Lazy: the gateway starts while auth is down and connects on first use.
+            channels: endpoints.into_iter().map(|e| e.connect_lazy()).collect(),
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        });
         let authorization = api_key
             .map(|key| {
                 let mut value: MetadataValue<Ascii> = format!("Bearer {}", key.expose_secret())
@@ -190,7 +238,7 @@ impl AuthClient {
             })
             .transpose()?;
         Ok(Self {
-            channel,
+            endpoints,
             authorization,
             timeout,
             metrics,
@@ -210,14 +258,29 @@ impl AuthClient {
         request
     }
 
-    /// Runs one call under the deadline and records its latency.
-    async fn call<T>(
-        &self,
-        method: AuthMethod,
-        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
-    ) -> Result<T, AuthCallError> {
+    /// Runs one call under the deadline, moving to the next endpoint when one
+    /// fails at the transport, and records its latency.
+    async fn call<T, F, Fut>(&self, method: AuthMethod, mut attempt: F) -> Result<T, AuthCallError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, call).await;
+        let endpoints = &self.endpoints;
+        let failover = async {
+            let mut last = None;
+            for index in endpoints.order() {
+                match attempt(endpoints.channels[index].clone()).await {
+                    Err(status) if status.code() == Code::Unavailable => {
+                        endpoints.mark_down(index);
+                        last = Some(status);
+                    }
+                    result => return result,
+                }
+            }
+            Err(last.unwrap_or_else(|| Status::unavailable("no auth endpoint")))
+        };
+        let result = tokio::time::timeout(self.timeout, failover).await;
         self.metrics.auth_call(method, started.elapsed());
         match result {
             Ok(Ok(response)) => Ok(response.into_inner()),
@@ -226,19 +289,16 @@ impl AuthClient {
         }
     }
 
-    fn auth(&self) -> AuthServiceClient<Channel> {
-        AuthServiceClient::new(self.channel.clone())
-    }
-
-    fn broadcast(&self) -> BroadcastServiceClient<Channel> {
-        BroadcastServiceClient::new(self.channel.clone())
-    }
-
     pub async fn issue_ws_token(&self, jwt: String) -> Result<Grant, AuthCallError> {
-        let mut client = self.auth();
-        let request = self.request(proto::IssueWsTokenRequest { jwt }, true);
         let response = self
-            .call(AuthMethod::IssueWsToken, client.issue_ws_token(request))
+            .call(AuthMethod::IssueWsToken, |channel| {
+                let request = self.request(proto::IssueWsTokenRequest { jwt: jwt.clone() }, true);
+                async move {
+                    AuthServiceClient::new(channel)
+                        .issue_ws_token(request)
+                        .await
+                }
+            })
             .await?;
         Ok(Grant {
             token: response.token,
@@ -249,10 +309,20 @@ impl AuthClient {
 
     /// Checks (and, unless auth allows reuse, consumes) a ws token; its user.
     pub async fn validate_token(&self, token: String) -> Result<String, AuthCallError> {
-        let mut client = self.auth();
-        let request = self.request(proto::ValidateTokenRequest { token }, true);
         let response = self
-            .call(AuthMethod::ValidateToken, client.validate_token(request))
+            .call(AuthMethod::ValidateToken, |channel| {
+                let request = self.request(
+                    proto::ValidateTokenRequest {
+                        token: token.clone(),
+                    },
+                    true,
+                );
+                async move {
+                    AuthServiceClient::new(channel)
+                        .validate_token(request)
+                        .await
+                }
+            })
             .await?;
         if response.user_id.is_empty() {
             return Err(AuthCallError::Malformed("empty user_id"));
@@ -261,10 +331,11 @@ impl AuthClient {
     }
 
     pub async fn verify_jwt(&self, jwt: String) -> Result<Verified, AuthCallError> {
-        let mut client = self.auth();
-        let request = self.request(proto::VerifyJwtRequest { jwt }, true);
         let response = self
-            .call(AuthMethod::VerifyJwt, client.verify_jwt(request))
+            .call(AuthMethod::VerifyJwt, |channel| {
+                let request = self.request(proto::VerifyJwtRequest { jwt: jwt.clone() }, true);
+                async move { AuthServiceClient::new(channel).verify_jwt(request).await }
+            })
             .await?;
         if response.user_id.is_empty() {
             return Err(AuthCallError::Malformed("empty user_id"));
@@ -281,17 +352,18 @@ impl AuthClient {
         after_id: &EventId,
         user_id: &str,
     ) -> Result<Vec<Event>, AuthCallError> {
-        let mut client = self.broadcast();
-        let request = self.request(
-            proto::HistoryRequest {
-                after_id: after_id.to_string(),
-                user_id: Some(user_id.to_owned()),
-                limit: None,
-            },
-            true,
-        );
         let response = self
-            .call(AuthMethod::History, client.history(request))
+            .call(AuthMethod::History, |channel| {
+                let request = self.request(
+                    proto::HistoryRequest {
+                        after_id: after_id.to_string(),
+                        user_id: Some(user_id.to_owned()),
+                        limit: None,
+                    },
+                    true,
+                );
+                async move { BroadcastServiceClient::new(channel).history(request).await }
+            })
             .await?;
         response.events.into_iter().map(Event::try_from).collect()
     }
@@ -302,16 +374,21 @@ impl AuthClient {
         gateway_id: &str,
         after_id: Option<&EventId>,
     ) -> Result<EventStream, AuthCallError> {
-        let mut client = self.broadcast();
-        let request = self.request(
-            proto::SubscribeRequest {
-                gateway_id: gateway_id.to_owned(),
-                after_id: after_id.map(ToString::to_string),
-            },
-            false,
-        );
         let inner = self
-            .call(AuthMethod::Subscribe, client.subscribe(request))
+            .call(AuthMethod::Subscribe, |channel| {
+                let request = self.request(
+                    proto::SubscribeRequest {
+                        gateway_id: gateway_id.to_owned(),
+                        after_id: after_id.map(ToString::to_string),
+                    },
+                    false,
+                );
+                async move {
+                    BroadcastServiceClient::new(channel)
+                        .subscribe(request)
+                        .await
+                }
+            })
             .await?;
         Ok(EventStream { inner })
     }
@@ -363,6 +440,40 @@ mod tests {
             "http://127.0.0.1:10".to_owned(),
         ];
         assert!(AuthClient::new(&urls, None, timeout, metrics).is_ok());
+    }
+
+    #[tokio::test]
+    async fn endpoints_rotate_and_a_failed_one_is_tried_last_while_cooling() {
+        let urls: Vec<String> = (1..=3).map(|p| format!("http://127.0.0.1:{p}")).collect();
+        let client = AuthClient::new(&urls, None, Duration::from_millis(100), Metrics::default())
+            .expect("valid urls");
+        let endpoints = &client.endpoints;
+        assert_eq!(endpoints.order(), [0, 1, 2]);
+        assert_eq!(endpoints.order(), [1, 2, 0]);
+        endpoints.mark_down(2);
+        assert_eq!(endpoints.order(), [0, 1, 2]);
+        assert_eq!(endpoints.order(), [0, 1, 2], "2 stays last while cooling");
+        endpoints.down_until[2].store(0, Ordering::Relaxed);
+        assert_eq!(endpoints.order(), [1, 2, 0]);
+    }
+
+    #[tokio::test]
+    async fn with_every_endpoint_down_a_call_is_unavailable_within_the_deadline() {
+        let dead: Vec<String> = (0..2)
+            .map(|_| {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                format!("http://{}", listener.local_addr().expect("addr"))
+            })
+            .collect();
+        let client = AuthClient::new(&dead, None, Duration::from_millis(500), Metrics::default())
+            .expect("valid urls");
+        let started = Instant::now();
+        let error = client
+            .validate_token("t".into())
+            .await
+            .expect_err("all down");
+        assert!(matches!(error, AuthCallError::Unavailable(_)), "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[tokio::test]

@@ -22,7 +22,10 @@ use crate::rate::RateLimiter;
 use crate::state::AppState;
 
 /// How long the closing handshake may take before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Generous because a slow consumer's close frame (1008) queues behind the
+/// frames already in its TCP buffers: it sees the code only once it reads
+/// them. The session's queue is gone by then, so waiting holds no events.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// Ping intervals without any frame from the peer before it is presumed dead.
 const MISSED_PINGS: u8 = 2;
 /// History pages are at most this long (auth's default and maximum).
