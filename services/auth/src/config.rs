@@ -52,7 +52,8 @@ pub struct Config {
     pub ws_token_ttl_s: u64,
 
     /// Let a ws token be validated again until it expires (default: single use).
-    #[arg(long, env = "WS_TOKEN_REUSE", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "WS_TOKEN_REUSE", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub ws_token_reuse: bool,
 
     /// Keys accepted for the gateway RPCs (comma-separated).
@@ -133,5 +134,57 @@ impl Config {
     /// The bound on graceful shutdown.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn flags_parse_lists_bools_and_subcommands() {
+        let config = Config::try_parse_from([
+            "wsauth-auth",
+            "--auth-listen",
+            "0.0.0.0:0",
+            "--internal-api-keys",
+            "a,b",
+            "--ws-token-reuse",
+            "yes",
+            "--event-retention",
+            "20000",
+            "mint-jwt",
+            "--sub",
+            "alice",
+        ])
+        .expect("valid flags");
+        assert_eq!(config.auth_listen.port(), 0);
+        let keys: Vec<_> = config
+            .internal_api_keys
+            .iter()
+            .map(|k| k.expose_secret())
+            .collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert!(config.ws_token_reuse);
+        assert_eq!(config.event_retention, 20_000);
+        assert!(matches!(
+            config.command,
+            Some(Command::MintJwt { ttl_s: 3600, .. })
+        ));
+    }
+
+    #[test]
+    fn retention_below_the_minimum_is_refused() {
+        assert!(Config::try_parse_from(["wsauth-auth", "--event-retention", "9999"]).is_err());
+        assert!(Config::try_parse_from(["wsauth-auth", "--ws-token-ttl-s", "0"]).is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let config = Config::with_hs256_secret("very-secret-value");
+        assert!(!format!("{config:?}").contains("very-secret-value"));
     }
 }
