@@ -267,8 +267,8 @@ pub struct Subscription {
 
 impl Subscription {
     /// The next event. `Ok(None)` when the store's fan-out ended (shutdown);
-    /// `OutOfRange` when the stream was reset under a live subscriber (a new
-    /// epoch: events may have been lost); `Lagged` when it fell behind.
+    /// `OutOfRange` when catching up from an id that is no longer retained;
+    /// `Lagged` when it fell behind the live fan-out.
     pub async fn next(&mut self) -> Result<Option<Arc<Event>>, AuthError> {
         loop {
             if let Some(event) = self.pending.pop_front() {
@@ -284,17 +284,14 @@ impl Subscription {
                 Err(broadcast::error::RecvError::Lagged(_)) => return Err(AuthError::Lagged),
                 Err(broadcast::error::RecvError::Closed) => return Ok(None),
             };
-            if let Some(cursor) = &self.cursor {
-                if cursor.epoch != event.id.epoch {
-                    return Err(AuthError::OutOfRange(format!(
-                        "the event stream was reset (epoch {} replaced by {}): events may have \
-                         been lost; resubscribe without after_id",
-                        cursor.epoch, event.id.epoch
-                    )));
-                }
-                if event.id.seq <= cursor.seq {
-                    continue;
-                }
+            // A live event of another epoch means the store lost the stream and
+            // started a new one: it is delivered (its id shows the new epoch, and
+            // the reader logged the reset); only positions within one epoch compare.
+            if let Some(cursor) = &self.cursor
+                && cursor.epoch == event.id.epoch
+                && event.id.seq <= cursor.seq
+            {
+                continue;
             }
             self.cursor = Some(event.id.clone());
             return Ok(Some(event));

@@ -431,10 +431,8 @@ impl Reader {
             .await
             .map_err(unavailable)?;
         let mut from = self.start_position(&mut conn).await?;
-        if self.position.is_none() {
-            // Pin the start now: a reconnect must not skip what came in meanwhile.
-            self.position = Some(from.clone());
-        }
+        // Pin the start now: a reconnect must not skip what came in meanwhile.
+        self.position = Some(from.clone());
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(());
         }
@@ -456,12 +454,23 @@ impl Reader {
                     let now = self.start_position(&mut conn).await?;
                     if now.0 != from.0 {
                         from = now;
+                        self.position = Some(from.clone());
                     }
                     continue;
                 }
                 other => xread_entries(other)?,
             };
             for event in entries {
+                if !from.0.is_empty() && event.id.epoch != from.0 {
+                    // Redis lost the stream (restart without persistence, flush):
+                    // what was appended but not yet read here is gone.
+                    tracing::warn!(
+                        old_epoch = %from.0,
+                        new_epoch = %event.id.epoch,
+                        "event stream reset by redis: events may have been lost; \
+                         resuming from an old-epoch id now gives OUT_OF_RANGE"
+                    );
+                }
                 from = (event.id.epoch.clone(), event.id.seq);
                 self.position = Some(from.clone());
                 // No subscribers is fine: the event is in the stream for later readers.
@@ -488,7 +497,17 @@ impl Reader {
         Ok(match &self.position {
             None => (epoch, last),
             Some((known, seq)) if *known == epoch => (epoch, *seq),
-            Some(_) => (epoch, StreamSeq::default()),
+            Some((known, _)) => {
+                if !known.is_empty() {
+                    tracing::warn!(
+                        old_epoch = %known,
+                        new_epoch = %epoch,
+                        "event stream reset by redis: events may have been lost; \
+                         resuming from an old-epoch id now gives OUT_OF_RANGE"
+                    );
+                }
+                (epoch, StreamSeq::default())
+            }
         })
     }
 }
