@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUN_DIR=.run
+RUN_DIR="$PWD/.run"
 REDIS_PORT="${REDIS_PORT:-6380}"
 AUTH_ADDR="${AUTH_LISTEN:-127.0.0.1:50051}"
 GATEWAY_ADDR="${GATEWAY_LISTEN:-127.0.0.1:8080}"
@@ -29,6 +29,7 @@ ENV
 fi
 # shellcheck source=/dev/null
 source "$RUN_DIR/env"
+export JWT_HS256_SECRET
 
 cargo build --quiet --bins -p wsauth-auth -p wsauth-gateway
 BIN=target/debug
@@ -51,10 +52,15 @@ if command -v redis-server >/dev/null 2>&1; then
         --dir "$RUN_DIR" --logfile "$RUN_DIR/redis.log" &
     pids+=($!)
     redis_url="redis://127.0.0.1:$REDIS_PORT"
+    redis_up=false
     for _ in $(seq 50); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break
+        if (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; then redis_up=true; break; fi
         sleep 0.1
     done
+    if [[ "$redis_up" != true ]]; then
+        echo "redis-server did not start on port $REDIS_PORT (see $RUN_DIR/redis.log; set REDIS_PORT to use another port)" >&2
+        exit 1
+    fi
 else
     echo "redis-server not found: auth uses its embedded in-memory store (one replica only)"
 fi
