@@ -94,6 +94,7 @@ async fn run(
         let mut ticker = tokio::time::interval(Duration::from_millis(args.publish_interval_ms));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut publish_latency = Samples::default();
+        let mut publish_ms = Vec::with_capacity(publishes);
         let mut publish_errors: HashMap<String, usize> = HashMap::new();
         let mut first_sent_us = None;
         for seq in 0..publishes {
@@ -103,7 +104,10 @@ async fn run(
             let data = format!("{run_tag}:{seq}:{}", sent.as_nanos());
             let began = std::time::Instant::now();
             match publisher.publish(with_key(PublishRequest { data, user_id: None }, &admin_key)?).await {
-                Ok(_) => publish_latency.push(began.elapsed()),
+                Ok(_) => {
+                    publish_latency.push(began.elapsed());
+                    publish_ms.push(round3(began.elapsed().as_secs_f64() * 1000.0));
+                }
                 Err(status) => *publish_errors.entry(format!("{:?}: {}", status.code(), status.message())).or_default() += 1,
             }
         }
@@ -111,6 +115,7 @@ async fn run(
         let cpu = cpu.finish();
 
         let mut latency = Samples::default();
+        let mut by_seq = vec![Samples::default(); publishes];
         let (mut lost, mut duplicated, mut out_of_order, mut complete, mut closed, mut last_us) = (0, 0, 0, 0, 0, 0);
         for result in results {
             lost += result.lost;
@@ -119,7 +124,12 @@ async fn run(
             complete += result.complete;
             closed += result.closed;
             last_us = last_us.max(result.last_receive_unix_us);
-            latency.extend(result.latencies_us);
+            for (seq, latencies) in result.latencies_us.into_iter().enumerate() {
+                latency.extend(latencies.iter().copied());
+                if let Some(samples) = by_seq.get_mut(seq) {
+                    samples.extend(latencies);
+                }
+            }
         }
         let deliveries = latency.len();
         let window_s = last_us.saturating_sub(first_sent_us.unwrap_or(last_us)) as f64 / 1e6;
@@ -137,6 +147,13 @@ async fn run(
         fields.insert("publishes".into(), json!(publishes));
         fields.insert("publish_errors".into(), json!(publish_errors));
         fields.insert("publish_rpc_p50_ms".into(), json!(round3(publish_latency.percentile_ms(50.0))));
+        fields.insert("publish_rpc_ms".into(), json!(publish_ms));
+        // Which Publish was slow, if any: p50 and max delivery latency of each.
+        let per_publish: Vec<_> = by_seq
+            .iter_mut()
+            .map(|s| json!([round3(s.percentile_ms(50.0)), round3(s.max_ms())]))
+            .collect();
+        fields.insert("per_publish_p50_max_ms".into(), json!(per_publish));
         fields.insert("deliveries".into(), json!(deliveries));
         fields.insert("expected_deliveries".into(), json!(ready.ok * publishes));
         fields.insert("deliveries_per_s".into(), json!(per_s.round()));

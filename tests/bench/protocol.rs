@@ -78,8 +78,8 @@ pub struct FanoutResult {
     pub out_of_order: u64,
     /// Clients whose connection ended before the run did.
     pub closed: usize,
-    /// Send-to-receive latency of every delivery, µs.
-    pub latencies_us: Vec<u64>,
+    /// Send-to-receive latency of every delivery, µs, by Publish sequence number.
+    pub latencies_us: Vec<Vec<u64>>,
     /// Wall clock (µs since the UNIX epoch) of the last delivery.
     pub last_receive_unix_us: u64,
 }

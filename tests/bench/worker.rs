@@ -292,7 +292,8 @@ struct ClientReport {
     last_seq: Option<usize>,
     out_of_order: u64,
     closed: bool,
-    latencies_us: Vec<u64>,
+    /// (seq, latency) of every delivery, duplicates included.
+    latencies_us: Vec<(usize, u64)>,
     last_receive_us: u64,
 }
 
@@ -317,7 +318,7 @@ impl ClientReport {
             self.out_of_order += 1;
         }
         self.last_seq = Some(seq);
-        self.latencies_us.push(latency_us);
+        self.latencies_us.push((seq, latency_us));
         self.last_receive_us = now_us;
     }
 
@@ -334,7 +335,12 @@ impl ClientReport {
         result.duplicated += duplicated;
         result.out_of_order += self.out_of_order;
         result.closed += usize::from(self.closed);
-        result.latencies_us.extend(self.latencies_us);
+        if result.latencies_us.len() < expect {
+            result.latencies_us.resize_with(expect, Vec::new);
+        }
+        for (seq, latency) in self.latencies_us {
+            result.latencies_us[seq].push(latency);
+        }
         result.last_receive_unix_us = result.last_receive_unix_us.max(self.last_receive_us);
     }
 }
@@ -367,7 +373,8 @@ mod tests {
             (1, 1, 1)
         );
         assert_eq!(result.complete, 0);
-        assert_eq!(result.latencies_us.len(), 4);
+        assert_eq!(result.latencies_us.iter().map(Vec::len).sum::<usize>(), 4);
+        assert_eq!(result.latencies_us[2].len(), 2);
     }
 
     #[test]
