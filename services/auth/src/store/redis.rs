@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script, Value};
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -116,8 +116,13 @@ impl RedisStore {
         retention: u64,
         shutdown: CancellationToken,
     ) -> Result<Self, StoreError> {
-        let client = Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid REDIS_URL: {:?}", e.kind())))?;
+        let invalid_url =
+            |e: RedisError| StoreError::Unavailable(format!("invalid REDIS_URL: {:?}", e.kind()));
+        let info = url.into_connection_info().map_err(invalid_url)?;
+        // Every command is a small request awaiting its reply: Nagle would
+        // hold some of them back until the server's delayed ACK.
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        let client = Client::open(info.set_tcp_settings(tcp)).map_err(invalid_url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
