@@ -339,8 +339,9 @@ async fn grpc_calls_with_a_wrong_or_missing_key_are_unauthenticated() {
 
 #[tokio::test]
 async fn logs_never_contain_jwts_ws_tokens_or_keys() {
-    // tower_http at debug too: its default span records the full URI, query (the token) included.
-    let debug = "info,wsauth_auth=debug,wsauth_gateway=debug,tower_http=debug";
+    // Everything at trace: tungstenite, h2 and hyper print frames and headers
+    // there, and tower_http's default span records the full URI, query (the token) included.
+    let debug = "trace";
     let stack = Cluster::single(
         AuthOptions::default().env("RUST_LOG", debug),
         GatewayOptions::default().env("RUST_LOG", debug),
