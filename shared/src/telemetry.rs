@@ -21,11 +21,42 @@ impl LogFormat {
     }
 }
 
+impl std::str::FromStr for LogFormat {
+    type Err = ();
+
+    /// `text` or `json` (any case), for a `--log-format` flag; anything else is an error.
+    fn from_str(value: &str) -> Result<Self, ()> {
+        if value.eq_ignore_ascii_case("json") {
+            Ok(Self::Json)
+        } else if value.eq_ignore_ascii_case("text") {
+            Ok(Self::Text)
+        } else {
+            Err(())
+        }
+    }
+}
+
+/// Dependencies whose trace-level logs print whole frames or headers, that is
+/// JWTs, ws tokens and API keys: capped at debug whatever `RUST_LOG` asks.
+const SECRET_BEARING_TARGETS: &[&str] = &[
+    "tungstenite=debug",
+    "tokio_tungstenite=debug",
+    "h2=debug",
+    "hyper=debug",
+    "hyper_util=debug",
+    "tonic=debug",
+    "tower_http=info",
+];
+
 /// Installs the global subscriber: filter from `RUST_LOG` (default `info`),
 /// written to stderr in `format`. Calling it twice is harmless (the second
 /// call does nothing), so tests may call it freely.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = SECRET_BEARING_TARGETS
+        .iter()
+        .filter_map(|directive| directive.parse().ok())
+        .fold(filter, EnvFilter::add_directive);
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Json => registry

@@ -8,7 +8,7 @@ use crate::error::AuthError;
 use crate::events::{EventKind, Events, NewEvent};
 use crate::jwt::{Claims, JwtVerifier};
 use crate::revocation;
-use crate::store::Store;
+use crate::store::{IssueRequest, Store};
 use crate::ws_token::{TokenHash, TokenRecord, WsToken};
 
 /// A ws token handed out by [`Authority::issue_ws_token`].
@@ -58,52 +58,65 @@ impl Authority {
         }
     }
 
-    /// Verifies a JWT, then checks its revocation (jti and user cutoff in one round trip).
-    pub async fn verify_jwt(&self, jwt: &str) -> Result<Claims, AuthError> {
-        let claims = self
-            .inner
+    /// Checks a JWT's signature and claims, without revocation.
+    fn verify_signed(&self, jwt: &str) -> Result<Claims, AuthError> {
+        self.inner
             .verifier
             .verify(jwt)
-            .map_err(|e| AuthError::Unauthenticated(e.message()))?;
+            .map_err(|e| AuthError::Unauthenticated(e.message()))
+    }
+
+    /// Verifies a JWT, then checks its revocation (jti and user cutoff in one round trip).
+    pub async fn verify_jwt(&self, jwt: &str) -> Result<Claims, AuthError> {
+        let claims = self.verify_signed(jwt)?;
         let state = self
             .inner
             .store
             .revocation(claims.jti.as_deref(), &claims.sub)
             .await?;
-        if revocation::jwt_is_revoked(&claims, &state) {
+        if revocation::jwt_is_revoked(claims.iat, &state, now_ms(), self.inner.leeway_s) {
             return Err(AuthError::Unauthenticated("jwt has been revoked"));
         }
         Ok(claims)
     }
 
-    /// Exchanges a valid JWT for a ws token bound to its `sub`.
+    /// Exchanges a valid JWT for a ws token bound to its `sub`: the revocation
+    /// check and the token's creation are one atomic store call, stamped with
+    /// the store's clock (one round trip, and no window for a RevokeUser).
     pub async fn issue_ws_token(&self, jwt: &str) -> Result<IssuedToken, AuthError> {
-        let claims = self.verify_jwt(jwt).await?;
+        let claims = self.verify_signed(jwt)?;
         let token = WsToken::generate().map_err(|error| {
             tracing::error!(%error, "the OS CSPRNG failed");
             AuthError::Internal("no randomness available")
         })?;
-        let issued_ms = now_ms();
-        let ttl = self.inner.ws_token_ttl;
-        let expires_ms = issued_ms + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let record = TokenRecord {
-            issued_ms,
-            expires_ms,
-            user_id: claims.sub,
-        };
-        self.inner
+        let record = self
+            .inner
             .store
-            .put_ws_token(&token.hash, &record, ttl)
-            .await?;
+            .issue_ws_token(IssueRequest {
+                hash: &token.hash,
+                user_id: &claims.sub,
+                jti: claims.jti.as_deref(),
+                iat: claims.iat,
+                ttl: self.inner.ws_token_ttl,
+                leeway_s: self.inner.leeway_s,
+            })
+            .await?
+            .ok_or(AuthError::Unauthenticated("jwt has been revoked"))?;
         Ok(IssuedToken {
             token: token.text,
+            expires_ms: record.expires_ms,
             user_id: record.user_id,
-            expires_ms,
         })
     }
 
     /// Checks a ws token and (unless reuse is configured) consumes it.
     pub async fn validate_ws_token(&self, token: &str) -> Result<TokenRecord, AuthError> {
+        // Anything but the 43 characters we hand out cannot be a token: no store call.
+        if !WsToken::is_well_formed(token) {
+            return Err(AuthError::Unauthenticated(
+                "ws token is unknown, expired or already used",
+            ));
+        }
         let hash = TokenHash::of(token);
         let consume = !self.inner.ws_token_reuse;
         let taken = self
@@ -114,11 +127,8 @@ impl Authority {
             .ok_or(AuthError::Unauthenticated(
                 "ws token is unknown, expired or already used",
             ))?;
-        if taken.record.expires_ms <= now_ms() {
-            return Err(AuthError::Unauthenticated(
-                "ws token is unknown, expired or already used",
-            ));
-        }
+        // Expiry is the store's own TTL; `expires_ms` is the store's clock too,
+        // so comparing it with this host's clock would only add skew.
         if revocation::ws_token_is_revoked(&taken.record, taken.user_cutoff_ms) {
             return Err(AuthError::Unauthenticated("ws token has been revoked"));
         }
@@ -127,17 +137,14 @@ impl Authority {
 
     /// Revokes one JWT by `jti`, kept until its expiry plus leeway (or forever).
     pub async fn revoke_jwt(&self, jti: &str, expires_ms: Option<u64>) -> Result<(), AuthError> {
-        match revocation::jti_ttl(expires_ms, self.inner.leeway_s, now_ms()) {
-            // Already past expiry plus leeway: `exp` rejects the JWT anyway.
-            Some(Duration::ZERO) => Ok(()),
-            ttl => Ok(self.inner.store.revoke_jti(jti, ttl).await?),
-        }
+        let ttl = revocation::jti_ttl(expires_ms, self.inner.leeway_s, now_ms());
+        Ok(self.inner.store.revoke_jti(jti, ttl).await?)
     }
 
     /// Revokes every JWT and ws token of a user issued up to now, and tells
     /// every gateway to close the user's connections.
     pub async fn revoke_user(&self, user_id: &str) -> Result<(), AuthError> {
-        self.inner.store.set_user_cutoff(user_id, now_ms()).await?;
+        self.inner.store.revoke_user(user_id).await?;
         self.inner
             .events
             .publish(NewEvent {

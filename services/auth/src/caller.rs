@@ -89,7 +89,11 @@ impl CallerKeys {
         if self.is_open() {
             return Role::Admin;
         }
-        let Some(key) = authorization.and_then(|v| v.strip_prefix(b"Bearer ")) else {
+        // The auth scheme is case-insensitive (RFC 9110 §11.1).
+        let Some(key) = authorization.and_then(|v| {
+            let (scheme, key) = v.split_at_checked(7)?;
+            scheme.eq_ignore_ascii_case(b"Bearer ").then_some(key)
+        }) else {
             return Role::Anonymous;
         };
         let presented: [u8; 32] = Sha256::digest(key.trim_ascii()).into();
@@ -136,6 +140,9 @@ mod tests {
         assert_eq!(keys.role_of(Some(b"Bearer adm-key")), Role::Admin);
         assert_eq!(keys.role_of(Some(b"Bearer adm2")), Role::Admin);
         assert_eq!(keys.role_of(Some(b"Bearer int-key")), Role::Internal);
+        assert_eq!(keys.role_of(Some(b"bearer int-key")), Role::Internal);
+        assert_eq!(keys.role_of(Some(b"BEARER adm-key")), Role::Admin);
+        assert_eq!(keys.role_of(Some(b"Bearer")), Role::Anonymous);
         assert_eq!(keys.role_of(Some(b"Bearer nope")), Role::Anonymous);
         assert_eq!(keys.role_of(Some(b"adm-key")), Role::Anonymous);
         assert_eq!(keys.role_of(None), Role::Anonymous);

@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
+use wsauth_shared::telemetry::LogFormat;
 
 /// The minimum number of events the stream keeps (the contract's delivery guarantee).
 pub const MIN_EVENT_RETENTION: u64 = 10_000;
+/// The largest MAX_EVENT_BYTES: an event must fit, with room to spare, in
+/// one gRPC message (4 MiB by default), and a History reply in a few.
+pub const MAX_EVENT_BYTES_LIMIT: u64 = 1024 * 1024;
 
 /// `wsauth-auth`: ws tokens, JWT verification, revocation and the broadcast stream over gRPC.
 #[derive(Debug, Clone, Parser)]
@@ -42,13 +46,14 @@ pub struct Config {
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
-    /// Allowed clock skew for `exp`/`nbf`, in seconds.
-    #[arg(long, env = "JWT_LEEWAY_S", default_value_t = 30)]
+    /// Allowed clock skew for `exp`/`nbf`, in seconds (0 to 600).
+    #[arg(long, env = "JWT_LEEWAY_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=600))]
     pub jwt_leeway_s: u64,
 
-    /// Lifetime of a ws token, in seconds (enforced by Redis itself).
+    /// Lifetime of a ws token, in seconds (1 to 86400; enforced by Redis itself).
     #[arg(long, env = "WS_TOKEN_TTL_S", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ws_token_ttl_s: u64,
 
     /// Let a ws token be validated again until it expires (default: single use).
@@ -64,8 +69,10 @@ pub struct Config {
     #[arg(long, env = "ADMIN_API_KEYS", value_delimiter = ',')]
     pub admin_api_keys: Vec<SecretString>,
 
-    /// Largest Publish `data`, in bytes.
-    #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = 65_536)]
+    /// Largest Publish `data`, in bytes (1 to 1048576).
+    #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = 65_536,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=MAX_EVENT_BYTES_LIMIT))]
     pub max_event_bytes: usize,
 
     /// Events kept in the stream (approximately, never fewer; minimum 10000).
@@ -73,14 +80,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(MIN_EVENT_RETENTION..))]
     pub event_retention: u64,
 
-    /// Deadline of every Redis call, in milliseconds.
+    /// Deadline of every Redis call, in milliseconds (1 to 60000).
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub redis_timeout_ms: u64,
 
-    /// How long in-flight calls may finish after a shutdown signal, in seconds.
-    #[arg(long, env = "SHUTDOWN_GRACE_S", default_value_t = 10)]
+    /// How long in-flight calls may finish after a shutdown signal, in seconds (0 to 3600).
+    #[arg(long, env = "SHUTDOWN_GRACE_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_s: u64,
+
+    /// Log line format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = parse_log_format)]
+    pub log_format: LogFormat,
 
     /// A one-off command instead of serving.
     #[command(subcommand)]
@@ -122,11 +134,12 @@ impl Config {
             event_retention: MIN_EVENT_RETENTION,
             redis_timeout_ms: 1000,
             shutdown_grace_s: 10,
+            log_format: LogFormat::Text,
             command: None,
         }
     }
 
-    /// The deadline of each Redis call.
+    /// The deadline of each Redis call (bounded by the flag's range when parsed).
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
     }
@@ -135,6 +148,12 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_s)
     }
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, String> {
+    value
+        .parse()
+        .map_err(|()| format!("{value:?} is not text or json"))
 }
 
 #[cfg(test)]
@@ -180,6 +199,36 @@ mod tests {
     fn retention_below_the_minimum_is_refused() {
         assert!(Config::try_parse_from(["wsauth-auth", "--event-retention", "9999"]).is_err());
         assert!(Config::try_parse_from(["wsauth-auth", "--ws-token-ttl-s", "0"]).is_err());
+    }
+
+    #[test]
+    fn numeric_settings_are_bounded() {
+        for (flag, bad, good) in [
+            ("--ws-token-ttl-s", "86401", "86400"),
+            ("--jwt-leeway-s", "601", "600"),
+            ("--max-event-bytes", "1048577", "1048576"),
+            ("--max-event-bytes", "0", "1"),
+            ("--redis-timeout-ms", "60001", "60000"),
+            ("--shutdown-grace-s", "18446744073709551615", "3600"),
+        ] {
+            assert!(
+                Config::try_parse_from(["wsauth-auth", flag, bad]).is_err(),
+                "{flag} {bad}"
+            );
+            assert!(
+                Config::try_parse_from(["wsauth-auth", flag, good]).is_ok(),
+                "{flag} {good}"
+            );
+        }
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let config = Config::try_parse_from(["wsauth-auth", "--log-format", "json"]).expect("json");
+        assert_eq!(config.log_format, LogFormat::Json);
+        let config = Config::try_parse_from(["wsauth-auth"]).expect("default");
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert!(Config::try_parse_from(["wsauth-auth", "--log-format", "xml"]).is_err());
     }
 
     #[test]

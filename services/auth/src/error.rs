@@ -42,8 +42,14 @@ impl From<AuthError> for Status {
                 Status::internal("internal error")
             }
             AuthError::Store(StoreError::Unavailable(cause)) => {
-                tracing::warn!(%cause, "store unavailable");
+                // Per request, so debug: during an outage this fires thousands of
+                // times a second; the stream reader logs the outage itself.
+                tracing::debug!(%cause, "store unavailable");
                 Status::unavailable("the store (Redis) is unavailable")
+            }
+            AuthError::Store(StoreError::Failed(cause)) => {
+                tracing::error!(%cause, "store refused the command");
+                Status::internal("internal error")
             }
             AuthError::Store(StoreError::Corrupt(cause)) => {
                 tracing::error!(%cause, "store returned unexpected data");

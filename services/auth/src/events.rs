@@ -9,12 +9,18 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::error::AuthError;
-use crate::store::Store;
+use crate::store::{Live, Store, event_bytes};
 
 /// How many events one store read returns, for History and Subscribe catch-up.
 const READ_CHUNK: usize = 500;
+/// How much data one store read returns at most (beyond its first event):
+/// keeps a read from building a huge reply inside Redis.
+const READ_CHUNK_BYTES: usize = 1024 * 1024;
 /// History's default and maximum `limit`.
 pub const HISTORY_MAX: usize = 1000;
+/// The most data one History reply carries (beyond its first event), well
+/// under the gRPC 4 MiB message limit: a caller pages on from the last id.
+pub const HISTORY_MAX_BYTES: usize = 3 * 1024 * 1024;
 
 /// A position inside one epoch of the stream: Redis's `<ms>-<seq>`, ordered numerically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -77,8 +83,7 @@ impl fmt::Display for EventId {
 
 /// A new random epoch: 8 hex digits.
 pub fn new_epoch() -> String {
-    let bytes: [u8; 4] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:08x}", rand::random::<u32>())
 }
 
 /// What an event asks the gateways to do.
@@ -157,8 +162,13 @@ pub struct EventChunk {
     /// When trimming removed events: the oldest retained position (ids
     /// before it may be gone, so resuming from them could miss events).
     pub first_kept: Option<StreamSeq>,
+    /// The last id the stream ever generated (0-0 when none): an id after
+    /// it was never handed out in this epoch.
+    pub last: StreamSeq,
     /// Events strictly after the requested id, oldest first.
     pub events: Vec<Event>,
+    /// The read reached the end of the stream (no more events after `events`).
+    pub complete: bool,
 }
 
 /// The read side of the stream: History and resumable subscriptions.
@@ -188,19 +198,27 @@ impl Events {
         let limit = limit.clamp(1, HISTORY_MAX);
         let mut cursor = after.clone();
         let mut out = Vec::new();
+        let mut bytes = 0;
         loop {
-            let chunk = self.read_checked(&cursor, READ_CHUNK).await?;
-            let done = chunk.len() < READ_CHUNK;
+            let (chunk, complete) = self
+                .read_checked(&cursor, READ_CHUNK, READ_CHUNK_BYTES)
+                .await?;
             if let Some(last) = chunk.last() {
                 cursor = last.id.clone();
             }
             for event in chunk.into_iter().filter(|e| e.is_for(user_id)) {
+                // The byte budget keeps the reply under the transport's limit;
+                // a reply that stops early is a page, not the end.
+                bytes += event_bytes(&event);
+                if !out.is_empty() && bytes > HISTORY_MAX_BYTES {
+                    return Ok(out);
+                }
                 out.push(event);
                 if out.len() == limit {
                     return Ok(out);
                 }
             }
-            if done {
+            if complete {
                 return Ok(out);
             }
         }
@@ -211,7 +229,7 @@ impl Events {
     pub async fn subscribe(&self, after: Option<EventId>) -> Result<Subscription, AuthError> {
         // Subscribe to the live fan-out *before* reading history: whatever is
         // appended after the read shows up here, and duplicates are skipped by id.
-        let live = self.store.live();
+        let live = self.store.live()?;
         let mut subscription = Subscription {
             events: self.clone(),
             live,
@@ -226,9 +244,15 @@ impl Events {
         Ok(subscription)
     }
 
-    /// Reads after `after`, refusing ids of another epoch or older than retention.
-    async fn read_checked(&self, after: &EventId, count: usize) -> Result<Vec<Event>, AuthError> {
-        let chunk = self.store.read_after(after, count).await?;
+    /// Reads after `after`, refusing ids of another epoch, older than
+    /// retention or ahead of the stream. Also says whether the read reached the end.
+    async fn read_checked(
+        &self,
+        after: &EventId,
+        count: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Event>, bool), AuthError> {
+        let chunk = self.store.read_after(after, count, max_bytes).await?;
         match chunk.epoch.as_deref() {
             Some(epoch) if epoch == after.epoch => {}
             Some(epoch) => {
@@ -251,14 +275,20 @@ impl Events {
                 "event id {after} is older than the retained events; resubscribe without after_id"
             )));
         }
-        Ok(chunk.events)
+        if after.seq > chunk.last {
+            return Err(AuthError::OutOfRange(format!(
+                "event id {after} is ahead of the stream (the stream was rolled back or the id \
+                 is from the future): events may have been lost; resubscribe without after_id"
+            )));
+        }
+        Ok((chunk.events, chunk.complete))
     }
 }
 
 /// A live, resumable view of the stream. Pull with [`Subscription::next`].
 pub struct Subscription {
     events: Events,
-    live: broadcast::Receiver<Arc<Event>>,
+    live: broadcast::Receiver<Live>,
     pending: VecDeque<Arc<Event>>,
     catching_up: bool,
     /// The last event handed out (or the `after` id): live events at or before it are skipped.
@@ -267,7 +297,8 @@ pub struct Subscription {
 
 impl Subscription {
     /// The next event. `Ok(None)` when the store's fan-out ended (shutdown);
-    /// `OutOfRange` when catching up from an id that is no longer retained;
+    /// `OutOfRange` when catching up from an id that is no longer retained,
+    /// or when the store lost the stream under it (a new epoch);
     /// `Lagged` when it fell behind the live fan-out.
     pub async fn next(&mut self) -> Result<Option<Arc<Event>>, AuthError> {
         loop {
@@ -280,15 +311,19 @@ impl Subscription {
                 continue;
             }
             let event = match self.live.recv().await {
-                Ok(event) => event,
+                Ok(Live::Event(event)) => event,
+                Ok(Live::Reset { epoch }) => {
+                    self.check_epoch(&epoch)?;
+                    continue;
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => return Err(AuthError::Lagged),
                 Err(broadcast::error::RecvError::Closed) => return Ok(None),
             };
-            // A live event of another epoch means the store lost the stream and
-            // started a new one: it is delivered (its id shows the new epoch, and
-            // the reader logged the reset); only positions within one epoch compare.
+            // Another epoch means the store lost the stream and started a new
+            // one: the subscriber is told (it may have missed events) instead
+            // of being carried across silently.
+            self.check_epoch(&event.id.epoch)?;
             if let Some(cursor) = &self.cursor
-                && cursor.epoch == event.id.epoch
                 && event.id.seq <= cursor.seq
             {
                 continue;
@@ -298,14 +333,28 @@ impl Subscription {
         }
     }
 
-    /// Reads the next history chunk into `pending`; the last short chunk ends catch-up.
+    /// OUT_OF_RANGE when the subscriber's position belongs to an epoch other than `epoch`.
+    fn check_epoch(&self, epoch: &str) -> Result<(), AuthError> {
+        match &self.cursor {
+            Some(cursor) if cursor.epoch != epoch => Err(AuthError::OutOfRange(format!(
+                "the event stream was reset by redis after {cursor} (new epoch {epoch:?}): \
+                 events may have been lost; resubscribe without after_id"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the next history chunk into `pending`; reaching the end ends catch-up.
     async fn fill(&mut self) -> Result<(), AuthError> {
         let Some(cursor) = &self.cursor else {
             self.catching_up = false;
             return Ok(());
         };
-        let chunk = self.events.read_checked(cursor, READ_CHUNK).await?;
-        if chunk.len() < READ_CHUNK {
+        let (chunk, complete) = self
+            .events
+            .read_checked(cursor, READ_CHUNK, READ_CHUNK_BYTES)
+            .await?;
+        if complete {
             self.catching_up = false;
         }
         if let Some(last) = chunk.last() {

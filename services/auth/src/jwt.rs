@@ -49,7 +49,12 @@ pub enum JwtError {
     MissingClaim,
     /// A claim has the wrong type.
     BadClaims,
+    /// `sub` or `jti` longer than 256 bytes: such a user or jti could not be revoked.
+    ClaimTooLong,
 }
+
+/// The longest `sub` or `jti` accepted: the limit RevokeUser and RevokeJwt put on them.
+pub const MAX_CLAIM_ID_BYTES: usize = 256;
 
 impl JwtError {
     /// The reason, for the caller (names no key and no token).
@@ -64,6 +69,7 @@ impl JwtError {
             Self::WrongAudience => "jwt audience not accepted",
             Self::MissingClaim => "jwt lacks a required claim (sub, exp)",
             Self::BadClaims => "jwt claims are malformed",
+            Self::ClaimTooLong => "jwt sub or jti is longer than 256 bytes",
         }
     }
 }
@@ -210,6 +216,14 @@ impl JwtVerifier {
         if claims.sub.is_empty() {
             return Err(JwtError::MissingClaim);
         }
+        if claims.sub.len() > MAX_CLAIM_ID_BYTES
+            || claims
+                .jti
+                .as_ref()
+                .is_some_and(|jti| jti.len() > MAX_CLAIM_ID_BYTES)
+        {
+            return Err(JwtError::ClaimTooLong);
+        }
         Ok(claims)
     }
 }
@@ -344,7 +358,41 @@ mod tests {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let body = URL_SAFE_NO_PAD.encode(claims().to_string());
         let jwt = format!("{header}.{body}.");
-        assert!(hs_verifier().verify(&jwt).is_err());
+        // jsonwebtoken has no `none` algorithm: the header itself does not parse.
+        assert_eq!(hs_verifier().verify(&jwt).unwrap_err(), JwtError::Malformed);
+    }
+
+    #[test]
+    fn a_sub_or_jti_over_256_bytes_is_refused() {
+        let verifier = hs_verifier();
+        let mut c = claims();
+        c["sub"] = json!("u".repeat(257));
+        assert_eq!(
+            verifier.verify(&hs256(&c)).unwrap_err(),
+            JwtError::ClaimTooLong
+        );
+        let mut c = claims();
+        c["jti"] = json!("j".repeat(257));
+        assert_eq!(
+            verifier.verify(&hs256(&c)).unwrap_err(),
+            JwtError::ClaimTooLong
+        );
+        let mut c = claims();
+        c["sub"] = json!("u".repeat(256));
+        c["jti"] = json!("j".repeat(256));
+        assert!(verifier.verify(&hs256(&c)).is_ok());
+    }
+
+    #[test]
+    fn time_claims_given_as_strings_are_refused() {
+        // CVE-2026-25537: jsonwebtoken < 10.3 skipped nbf/exp given as strings.
+        let verifier = hs_verifier();
+        let mut c = claims();
+        c["nbf"] = json!((now() + 3600).to_string());
+        assert!(verifier.verify(&hs256(&c)).is_err());
+        let mut c = claims();
+        c["exp"] = json!((now() - 3600).to_string());
+        assert!(verifier.verify(&hs256(&c)).is_err());
     }
 
     #[test]

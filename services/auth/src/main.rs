@@ -4,8 +4,9 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use futures::FutureExt as _;
+use secrecy::ExposeSecret as _;
 use wsauth_auth::config::{Command, Config};
-use wsauth_shared::telemetry::{self, LogFormat};
+use wsauth_shared::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,7 +16,12 @@ async fn main() -> anyhow::Result<()> {
         println!("{jwt}");
         return Ok(());
     }
-    telemetry::init(LogFormat::from_env());
+    telemetry::init(config.log_format);
+    if let Some(secret) = &config.jwt_hs256_secret
+        && secret.expose_secret().len() < 32
+    {
+        tracing::warn!("JWT_HS256_SECRET is shorter than 32 bytes: use at least 32 random bytes");
+    }
     // Poll the signal future once so the SIGTERM/Ctrl-C handlers are installed
     // before `listening` is announced: a harness may signal right after it.
     let mut shutdown = Box::pin(wsauth_shared::shutdown::signal());

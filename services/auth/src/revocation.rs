@@ -2,19 +2,29 @@
 
 use std::time::Duration;
 
-use crate::jwt::Claims;
 use crate::store::RevocationState;
 use crate::ws_token::TokenRecord;
 
-/// Whether a verified JWT is revoked: its `jti` is listed, or its user was
-/// revoked at or after its `iat` (whole seconds; a JWT without `iat` counts
-/// as issued before any cutoff).
-pub fn jwt_is_revoked(claims: &Claims, state: &RevocationState) -> bool {
+/// Whether a verified JWT (its `iat`, Unix s) is revoked: its `jti` is
+/// listed, or its user was revoked at or after its `iat` (whole seconds; a JWT
+/// without `iat` counts as issued before any cutoff). Once a user has a
+/// cutoff, an `iat` further ahead of `now_ms` than the leeway is not believed
+/// either: it would otherwise let a JWT minted before the cutoff survive it.
+///
+/// The Redis store evaluates the same rule in its issue script (`store/redis.rs`).
+pub fn jwt_is_revoked(
+    iat: Option<u64>,
+    state: &RevocationState,
+    now_ms: u64,
+    leeway_s: u64,
+) -> bool {
     if state.jti_revoked {
         return true;
     }
     match state.user_cutoff_ms {
-        Some(cutoff_ms) => claims.iat.is_none_or(|iat| iat <= cutoff_ms / 1000),
+        Some(cutoff_ms) => iat.is_none_or(|iat| {
+            iat <= cutoff_ms / 1000 || iat > (now_ms / 1000).saturating_add(leeway_s)
+        }),
         None => false,
     }
 }
@@ -25,12 +35,15 @@ pub fn ws_token_is_revoked(record: &TokenRecord, user_cutoff_ms: Option<u64>) ->
 }
 
 /// How long a `jti` revocation must be kept: until the JWT's own expiry plus
-/// the leeway (after that the JWT fails on `exp` anyway); None: forever.
-/// `Some(ZERO)` means there is nothing left to keep.
+/// the leeway plus one second (jsonwebtoken compares whole seconds, so a JWT
+/// is accepted up to the end of its `exp + leeway` second); None: forever.
+/// An `expires_at` already past still keeps the revocation for leeway + 1 s:
+/// the caller's clock may be ahead of ours.
 pub fn jti_ttl(expires_at_ms: Option<u64>, leeway_s: u64, now_ms: u64) -> Option<Duration> {
+    let margin_ms = leeway_s.saturating_add(1).saturating_mul(1000);
     expires_at_ms.map(|expires| {
-        let until = expires.saturating_add(leeway_s.saturating_mul(1000));
-        Duration::from_millis(until.saturating_sub(now_ms))
+        let until = expires.saturating_add(margin_ms);
+        Duration::from_millis(until.saturating_sub(now_ms).max(margin_ms))
     })
 }
 
@@ -38,13 +51,10 @@ pub fn jti_ttl(expires_at_ms: Option<u64>, leeway_s: u64, now_ms: u64) -> Option
 mod tests {
     use super::*;
 
-    fn claims(iat: Option<u64>) -> Claims {
-        Claims {
-            sub: "u".into(),
-            exp: 2_000_000_000,
-            iat,
-            jti: None,
-        }
+    const NOW_MS: u64 = 1_002_000;
+
+    fn revoked(iat: Option<u64>, state: &RevocationState) -> bool {
+        jwt_is_revoked(iat, state, NOW_MS, 30)
     }
 
     #[test]
@@ -53,11 +63,25 @@ mod tests {
             jti_revoked: false,
             user_cutoff_ms: Some(1_000_500),
         };
-        assert!(jwt_is_revoked(&claims(Some(999)), &state));
-        assert!(jwt_is_revoked(&claims(Some(1000)), &state));
-        assert!(!jwt_is_revoked(&claims(Some(1001)), &state));
-        assert!(jwt_is_revoked(&claims(None), &state));
-        assert!(!jwt_is_revoked(&claims(None), &RevocationState::default()));
+        assert!(revoked(Some(999), &state));
+        assert!(revoked(Some(1000), &state));
+        assert!(!revoked(Some(1001), &state));
+        assert!(revoked(None, &state));
+        assert!(!revoked(None, &RevocationState::default()));
+    }
+
+    #[test]
+    fn an_iat_beyond_the_leeway_does_not_survive_a_cutoff() {
+        let state = RevocationState {
+            jti_revoked: false,
+            user_cutoff_ms: Some(1_000_500),
+        };
+        // now = 1002 s, leeway 30 s.
+        assert!(!revoked(Some(1032), &state));
+        assert!(revoked(Some(1033), &state));
+        assert!(revoked(Some(u64::MAX), &state));
+        // Without a cutoff there is nothing to survive.
+        assert!(!revoked(Some(u64::MAX), &RevocationState::default()));
     }
 
     #[test]
@@ -66,7 +90,7 @@ mod tests {
             jti_revoked: true,
             user_cutoff_ms: None,
         };
-        assert!(jwt_is_revoked(&claims(Some(5)), &state));
+        assert!(revoked(Some(5), &state));
     }
 
     #[test]
@@ -86,8 +110,16 @@ mod tests {
         assert_eq!(jti_ttl(None, 30, 0), None);
         assert_eq!(
             jti_ttl(Some(10_000), 30, 5_000),
-            Some(Duration::from_millis(35_000))
+            Some(Duration::from_millis(36_000))
         );
-        assert_eq!(jti_ttl(Some(10_000), 0, 20_000), Some(Duration::ZERO));
+        // Already expired: still kept for leeway + 1 s.
+        assert_eq!(
+            jti_ttl(Some(10_000), 0, 20_000),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            jti_ttl(Some(u64::MAX), u64::MAX, 0),
+            Some(Duration::from_millis(u64::MAX))
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use wsauth_shared::proto::FILE_DESCRIPTOR_SET;
@@ -67,6 +69,8 @@ pub async fn run(
     let verifier = JwtVerifier::from_config(&config)?;
 
     let stop = CancellationToken::new();
+    // The stream reader and every Subscribe forwarder: `run` returns after they stop.
+    let tasks = TaskTracker::new();
     let retention = config.event_retention;
     let store: Arc<dyn Store> = match &config.redis_url {
         Some(url) => Arc::new(
@@ -75,6 +79,7 @@ pub async fn run(
                 config.redis_timeout(),
                 retention,
                 stop.clone(),
+                &tasks,
             )
             .await?,
         ),
@@ -88,6 +93,7 @@ pub async fn run(
             ))
         }
     };
+    let live_ready = store.live_ready();
     let events = Events::new(store.clone());
     let authority = Authority::new(
         verifier,
@@ -100,9 +106,11 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthServiceServer<AuthGrpc>>().await;
-    health
-        .set_serving::<BroadcastServiceServer<BroadcastGrpc>>()
-        .await;
+    tasks.spawn(report_broadcast_health(
+        health.clone(),
+        live_ready,
+        stop.clone(),
+    ));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -113,7 +121,7 @@ pub async fn run(
 
     let auth = AuthServiceServer::with_interceptor(AuthGrpc::new(authority), keys.clone());
     let broadcast = BroadcastServiceServer::with_interceptor(
-        BroadcastGrpc::new(events, config.max_event_bytes, stop.clone()),
+        BroadcastGrpc::new(events, config.max_event_bytes, stop.clone(), tasks.clone()),
         keys,
     );
 
@@ -135,22 +143,62 @@ pub async fn run(
         router.serve_with_incoming_shutdown(incoming, async move { drained.cancelled().await });
     tokio::pin!(serve);
     let grace = config.shutdown_grace();
-    tokio::select! {
+    tasks.close();
+    let served = tokio::select! {
         result = &mut serve => {
             stop.cancel();
-            result?;
+            result
         }
         () = shutdown => {
             tracing::info!(grace_s = grace.as_secs(), "shutting down");
+            // Tell load balancers first, while calls drain.
+            health.set_not_serving::<AuthServiceServer<AuthGrpc>>().await;
+            health.set_not_serving::<BroadcastServiceServer<BroadcastGrpc>>().await;
             stop.cancel();
             match tokio::time::timeout(grace, serve).await {
-                Ok(result) => result?,
-                Err(_) => tracing::warn!("shutdown grace elapsed with calls still in flight"),
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("shutdown grace elapsed with calls still in flight");
+                    Ok(())
+                }
             }
         }
+    };
+    // The reader and the forwarders watch `stop`; bounded all the same.
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!("background tasks still running after the shutdown grace");
     }
+    served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// BroadcastService is SERVING only while the event stream reader works
+/// (Subscribe answers UNAVAILABLE otherwise); NOT_SERVING from shutdown on.
+async fn report_broadcast_health(
+    health: tonic_health::server::HealthReporter,
+    mut ready: watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    loop {
+        let serving = *ready.borrow_and_update();
+        if serving {
+            health
+                .set_serving::<BroadcastServiceServer<BroadcastGrpc>>()
+                .await;
+        } else {
+            health
+                .set_not_serving::<BroadcastServiceServer<BroadcastGrpc>>()
+                .await;
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            changed = ready.changed() => if changed.is_err() { break },
+        }
+    }
+    health
+        .set_not_serving::<BroadcastServiceServer<BroadcastGrpc>>()
+        .await;
 }
 
 fn reflection_error(error: tonic_reflection::server::Error) -> ServeError {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::events::{Event, EventChunk, EventId, NewEvent};
 use crate::ws_token::{TokenHash, TokenRecord};
@@ -31,6 +31,41 @@ pub enum StoreError {
     /// The store answered with data this version cannot read.
     #[error("store returned unexpected data: {0}")]
     Corrupt(String),
+    /// The store refused the command (wrong type, script error, missing
+    /// permission, unsupported version): retrying will not help, an operator must look.
+    #[error("store refused the command: {0}")]
+    Failed(String),
+}
+
+/// What the live fan-out carries.
+#[derive(Debug, Clone)]
+pub enum Live {
+    /// The next event of the stream.
+    Event(Arc<Event>),
+    /// The store lost the stream and started (or will start) a new epoch:
+    /// events appended before the loss but not yet read may be gone.
+    Reset {
+        /// The new epoch ("" when the new stream has no event yet).
+        epoch: String,
+    },
+}
+
+/// A ws token to issue, with what the store needs to check the JWT's
+/// revocation in the same atomic step.
+#[derive(Debug, Clone, Copy)]
+pub struct IssueRequest<'a> {
+    /// Where the token goes.
+    pub hash: &'a TokenHash,
+    /// The JWT's `sub`, which the token is bound to.
+    pub user_id: &'a str,
+    /// The JWT's `jti`, if any.
+    pub jti: Option<&'a str>,
+    /// The JWT's `iat` (Unix s), if any.
+    pub iat: Option<u64>,
+    /// The token's lifetime.
+    pub ttl: Duration,
+    /// The JWT leeway (s): an `iat` further in the future than this is not trusted.
+    pub leeway_s: u64,
 }
 
 /// The revocation state relevant to one JWT, read in one round trip.
@@ -54,13 +89,14 @@ pub struct TakenToken {
 /// Everything the auth service keeps. One small trait so both stores stay interchangeable.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a ws token, expiring after `ttl` in the store itself.
-    async fn put_ws_token(
+    /// Checks the JWT's revocation (its `jti`, its user's cutoff) and, unless
+    /// revoked, stores a ws token expiring after `ttl` in the store itself,
+    /// stamped with the store's clock: one atomic step, so a concurrent
+    /// RevokeUser either refuses the JWT here or revokes the token. `None`: revoked.
+    async fn issue_ws_token(
         &self,
-        hash: &TokenHash,
-        record: &TokenRecord,
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
+        request: IssueRequest<'_>,
+    ) -> Result<Option<TokenRecord>, StoreError>;
 
     /// Reads a ws token and its user's cutoff; with `consume`, deletes it in
     /// the same atomic step, so that of racing callers exactly one gets it.
@@ -73,8 +109,9 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a `jti` revoked, for `ttl` or (None) indefinitely.
     async fn revoke_jti(&self, jti: &str, ttl: Option<Duration>) -> Result<(), StoreError>;
 
-    /// Sets a user's revocation cutoff (Unix ms).
-    async fn set_user_cutoff(&self, user_id: &str, cutoff_ms: u64) -> Result<(), StoreError>;
+    /// Sets a user's revocation cutoff to the store's clock now, never
+    /// lowering an earlier cutoff; returns the cutoff (Unix ms).
+    async fn revoke_user(&self, user_id: &str) -> Result<u64, StoreError>;
 
     /// Reads the `jti` flag and the user's cutoff in one round trip.
     async fn revocation(
@@ -87,11 +124,28 @@ pub trait Store: Send + Sync + 'static {
     /// stream is new) and returns it with its id.
     async fn append(&self, event: NewEvent) -> Result<Event, StoreError>;
 
-    /// Up to `count` retained events strictly after `after` (same epoch or
-    /// not: the chunk reports the current epoch and what was trimmed, and the
-    /// caller decides).
-    async fn read_after(&self, after: &EventId, count: usize) -> Result<EventChunk, StoreError>;
+    /// Up to `count` retained events strictly after `after`, stopping once
+    /// they hold `max_bytes` of data (at least one event). Same epoch or not:
+    /// the chunk reports the current epoch, the last id and what was trimmed,
+    /// and the caller decides.
+    async fn read_after(
+        &self,
+        after: &EventId,
+        count: usize,
+        max_bytes: usize,
+    ) -> Result<EventChunk, StoreError>;
 
-    /// The live events, in stream order, from this moment on.
-    fn live(&self) -> broadcast::Receiver<Arc<Event>>;
+    /// The live events, in stream order, from this moment on. Unavailable
+    /// while the store cannot say where "this moment" is in the stream (the
+    /// stream reader has no position yet or lost the store): a subscriber
+    /// taken on then could miss events.
+    fn live(&self) -> Result<broadcast::Receiver<Live>, StoreError>;
+
+    /// Whether the live fan-out is working, and changes to it (for health).
+    fn live_ready(&self) -> watch::Receiver<bool>;
+}
+
+/// The approximate wire size of an event, for byte budgets.
+pub fn event_bytes(event: &Event) -> usize {
+    event.data.len() + event.user_id.as_ref().map_or(0, String::len) + event.id.epoch.len() + 48
 }

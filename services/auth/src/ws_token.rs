@@ -28,6 +28,14 @@ impl WsToken {
         let hash = TokenHash::of(&text);
         Ok(Self { text, hash })
     }
+
+    /// Whether `text` has the shape of a token we hand out: 43 URL-safe base64 characters.
+    pub fn is_well_formed(text: &str) -> bool {
+        text.len() == 43
+            && text
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    }
 }
 
 // No Debug on WsToken: its text is a credential.
@@ -115,6 +123,9 @@ mod tests {
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         );
         assert_ne!(a.text, b.text);
+        assert!(WsToken::is_well_formed(&a.text));
+        assert!(!WsToken::is_well_formed(&a.text[1..]));
+        assert!(!WsToken::is_well_formed(&format!("{}=", &a.text[1..])));
         assert!(a.hash == TokenHash::of(&a.text));
     }
 

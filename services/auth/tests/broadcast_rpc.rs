@@ -328,15 +328,28 @@ async fn a_new_epoch_after_redis_loses_the_stream_is_out_of_range_for_old_ids() 
         Code::OutOfRange,
     );
     assert!(status.message().contains("epoch"), "{status:?}");
-    assert_code(
-        subscribe(&mut client, Some(&old)).await.map(|_| ()),
-        Code::OutOfRange,
-    );
-    // The live subscriber keeps going: the next event it sees carries the new epoch.
-    assert_eq!(
-        next(&mut live).await.expect("event of the new epoch").id,
-        new
-    );
+    // Subscribe answers UNAVAILABLE until this replica's stream reader is back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = subscribe(&mut client, Some(&old))
+            .await
+            .expect_err("an old-epoch id is refused");
+        if status.code() != Code::Unavailable {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reader did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // The live subscriber is told, not carried across silently (it may have missed events).
+    let status = next(&mut live)
+        .await
+        .expect_err("the live subscriber is ended when the epoch changes");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("epoch"), "{status:?}");
     // Ids of the new epoch work.
     let newer = publish(&mut client, "newer", None).await;
     let events = call(client.history(req(history(&new, None, None), Some(INTERNAL_KEY))))

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use wsauth_auth::clock::now_ms;
 use wsauth_auth::events::{EventId, EventKind, NewEvent, StreamSeq};
-use wsauth_auth::store::{MemoryStore, RedisStore, RevocationState, Store};
+use wsauth_auth::store::{IssueRequest, Live, MemoryStore, RedisStore, RevocationState, Store};
 use wsauth_auth::ws_token::{TokenRecord, WsToken};
 use wsauth_tests::TestRedis;
 
@@ -43,6 +44,7 @@ async fn redis() -> Fixture {
         Duration::from_secs(2),
         RETENTION,
         stop.clone(),
+        &TaskTracker::new(),
     )
     .await
     .expect("redis store");
@@ -53,14 +55,38 @@ async fn redis() -> Fixture {
     }
 }
 
-fn record(user: &str, ttl: Duration) -> TokenRecord {
-    let issued_ms = now_ms();
-    TokenRecord {
-        issued_ms,
-        expires_ms: issued_ms + ttl.as_millis() as u64,
-        user_id: user.into(),
+/// Issues a ws token for `user` from a JWT without jti or iat.
+async fn issue(store: &dyn Store, user: &str, ttl: Duration) -> (WsToken, TokenRecord) {
+    let token = WsToken::generate().expect("randomness");
+    let record = store
+        .issue_ws_token(request(&token, user, None, None, ttl))
+        .await
+        .expect("issue")
+        .expect("not revoked");
+    (token, record)
+}
+
+fn request<'a>(
+    token: &'a WsToken,
+    user: &'a str,
+    jti: Option<&'a str>,
+    iat: Option<u64>,
+    ttl: Duration,
+) -> IssueRequest<'a> {
+    IssueRequest {
+        hash: &token.hash,
+        user_id: user,
+        jti,
+        iat,
+        ttl,
+        leeway_s: 30,
     }
 }
+
+const MAX_SEQ: StreamSeq = StreamSeq {
+    ms: u64::MAX,
+    seq: u64::MAX,
+};
 
 fn broadcast(data: &str) -> NewEvent {
     NewEvent {
@@ -74,12 +100,12 @@ mod suite {
     use super::*;
 
     pub async fn a_token_is_taken_once_when_consumed(store: &dyn Store) {
-        let token = WsToken::generate().expect("randomness");
-        let rec = record("alice", Duration::from_secs(60));
-        store
-            .put_ws_token(&token.hash, &rec, Duration::from_secs(60))
-            .await
-            .expect("put");
+        let before = now_ms();
+        let (token, rec) = issue(store, "alice", Duration::from_secs(60)).await;
+        // Stamped by the store's clock (the same host here).
+        assert!(rec.issued_ms + 1000 >= before && rec.issued_ms <= now_ms() + 1000);
+        assert_eq!(rec.expires_ms, rec.issued_ms + 60_000);
+        assert_eq!(rec.user_id, "alice");
         let taken = store.take_ws_token(&token.hash, true).await.expect("take");
         assert_eq!(taken.expect("present").record, rec);
         assert!(
@@ -92,12 +118,7 @@ mod suite {
     }
 
     pub async fn a_token_stays_when_not_consumed(store: &dyn Store) {
-        let token = WsToken::generate().expect("randomness");
-        let rec = record("bob smith", Duration::from_secs(60));
-        store
-            .put_ws_token(&token.hash, &rec, Duration::from_secs(60))
-            .await
-            .expect("put");
+        let (token, rec) = issue(store, "bob smith", Duration::from_secs(60)).await;
         for _ in 0..3 {
             let taken = store.take_ws_token(&token.hash, false).await.expect("take");
             assert_eq!(taken.expect("present").record, rec);
@@ -105,12 +126,7 @@ mod suite {
     }
 
     pub async fn racing_consumers_get_one_token_once(store: Arc<dyn Store>) {
-        let token = WsToken::generate().expect("randomness");
-        let rec = record("alice", Duration::from_secs(60));
-        store
-            .put_ws_token(&token.hash, &rec, Duration::from_secs(60))
-            .await
-            .expect("put");
+        let (token, _) = issue(&*store, "alice", Duration::from_secs(60)).await;
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let store = store.clone();
@@ -128,12 +144,7 @@ mod suite {
     }
 
     pub async fn tokens_expire_in_the_store(store: &dyn Store) {
-        let token = WsToken::generate().expect("randomness");
-        let ttl = Duration::from_millis(200);
-        store
-            .put_ws_token(&token.hash, &record("alice", ttl), ttl)
-            .await
-            .expect("put");
+        let (token, _) = issue(store, "alice", Duration::from_millis(200)).await;
         let deadline = Instant::now() + Duration::from_secs(5);
         while store
             .take_ws_token(&token.hash, false)
@@ -155,13 +166,14 @@ mod suite {
             RevocationState::default()
         );
         store.revoke_jti("j1", None).await.expect("revoke");
-        store.set_user_cutoff("alice", 1234).await.expect("cutoff");
+        let cutoff = store.revoke_user("alice").await.expect("cutoff");
+        assert!(cutoff.abs_diff(now_ms()) < 5_000, "store time {cutoff}");
         let state = store.revocation(Some("j1"), "alice").await.expect("read");
         assert_eq!(
             state,
             RevocationState {
                 jti_revoked: true,
-                user_cutoff_ms: Some(1234)
+                user_cutoff_ms: Some(cutoff)
             }
         );
         let state = store.revocation(None, "alice").await.expect("read");
@@ -169,9 +181,12 @@ mod suite {
             state,
             RevocationState {
                 jti_revoked: false,
-                user_cutoff_ms: Some(1234)
+                user_cutoff_ms: Some(cutoff)
             }
         );
+        // A later revocation never lowers the cutoff.
+        let again = store.revoke_user("alice").await.expect("cutoff");
+        assert!(again >= cutoff);
         let state = store.revocation(Some("j2"), "bob").await.expect("read");
         assert_eq!(state, RevocationState::default());
     }
@@ -201,19 +216,92 @@ mod suite {
     }
 
     pub async fn a_taken_token_carries_its_users_cutoff(store: &dyn Store) {
-        store.set_user_cutoff("carol", 99).await.expect("cutoff");
-        let token = WsToken::generate().expect("randomness");
-        let rec = record("carol", Duration::from_secs(60));
-        store
-            .put_ws_token(&token.hash, &rec, Duration::from_secs(60))
-            .await
-            .expect("put");
+        let (token, rec) = issue(store, "carol", Duration::from_secs(60)).await;
+        let cutoff = store.revoke_user("carol").await.expect("cutoff");
+        // Revoked after issue: the same clock stamped both, so the token is at or before.
+        assert!(rec.issued_ms <= cutoff);
         let taken = store
             .take_ws_token(&token.hash, true)
             .await
             .expect("take")
             .expect("present");
-        assert_eq!(taken.user_cutoff_ms, Some(99));
+        assert_eq!(taken.user_cutoff_ms, Some(cutoff));
+    }
+
+    pub async fn issue_refuses_revoked_jwts_in_the_same_step(store: &dyn Store) {
+        let ttl = Duration::from_secs(60);
+        let token = WsToken::generate().expect("randomness");
+        store.revoke_jti("gone", None).await.expect("revoke");
+        let jti_revoked = store
+            .issue_ws_token(request(&token, "dave", Some("gone"), None, ttl))
+            .await
+            .expect("issue");
+        assert!(jti_revoked.is_none(), "a revoked jti gets no token");
+        assert!(
+            store
+                .take_ws_token(&token.hash, false)
+                .await
+                .expect("take")
+                .is_none(),
+            "nothing was stored"
+        );
+
+        let cutoff = store.revoke_user("dave").await.expect("cutoff");
+        let cutoff_s = cutoff / 1000;
+        for (iat, revoked) in [
+            (None, true),
+            (Some(cutoff_s - 10), true),
+            (Some(cutoff_s), true),
+            (Some(cutoff_s + 1), false),
+            // Beyond the 30 s leeway into the future: not believed.
+            (Some(cutoff_s + 3600), true),
+        ] {
+            let token = WsToken::generate().expect("randomness");
+            let issued = store
+                .issue_ws_token(request(&token, "dave", Some("other"), iat, ttl))
+                .await
+                .expect("issue");
+            assert_eq!(issued.is_none(), revoked, "iat {iat:?}, cutoff {cutoff}");
+            if let Some(record) = issued {
+                assert!(record.issued_ms >= cutoff);
+            }
+        }
+    }
+
+    pub async fn reads_stop_at_the_byte_budget(store: &dyn Store) {
+        let big = "x".repeat(1000);
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(store.append(broadcast(&big)).await.expect("append").id);
+        }
+        let zero = EventId {
+            epoch: ids[0].epoch.clone(),
+            seq: StreamSeq::default(),
+        };
+        let chunk = store.read_after(&zero, 100, 1500).await.expect("read");
+        assert_eq!(chunk.events.len(), 2, "stops once 1500 bytes are reached");
+        assert!(!chunk.complete);
+        // At least one event, however small the budget.
+        let chunk = store.read_after(&zero, 100, 1).await.expect("read");
+        assert_eq!(chunk.events.len(), 1);
+        let chunk = store.read_after(&zero, 100, 1 << 20).await.expect("read");
+        assert_eq!(chunk.events.len(), 5);
+        assert!(chunk.complete);
+        assert_eq!(chunk.last, ids[4].seq);
+        let chunk = store.read_after(&ids[4], 100, 1 << 20).await.expect("read");
+        assert!(chunk.events.is_empty() && chunk.complete);
+    }
+
+    pub async fn an_id_ahead_of_the_stream_reads_nothing(store: &dyn Store) {
+        let last = store.append(broadcast("only")).await.expect("append").id;
+        let ahead = EventId {
+            epoch: last.epoch.clone(),
+            seq: MAX_SEQ,
+        };
+        let chunk = store.read_after(&ahead, 100, 1 << 20).await.expect("read");
+        assert!(chunk.events.is_empty());
+        assert_eq!(chunk.last, last.seq);
+        assert!(chunk.last < ahead.seq);
     }
 
     pub async fn events_read_back_in_order(store: &dyn Store) {
@@ -238,13 +326,13 @@ mod suite {
             ids.windows(2)
                 .all(|w| w[0].seq < w[1].seq && w[0].epoch == w[1].epoch)
         );
-        let chunk = store.read_after(&ids[1], 100).await.expect("read");
+        let chunk = store.read_after(&ids[1], 100, 1 << 20).await.expect("read");
         assert_eq!(chunk.epoch.as_deref(), Some(ids[0].epoch.as_str()));
         let data: Vec<_> = chunk.events.iter().map(|e| e.data.as_str()).collect();
         assert_eq!(data, ["e2", "e3", "e4", "d"]);
         assert_eq!(chunk.events[3].kind, EventKind::Direct);
         assert_eq!(chunk.events[3].user_id.as_deref(), Some("u 1"));
-        let chunk = store.read_after(&ids[1], 2).await.expect("read");
+        let chunk = store.read_after(&ids[1], 2, 1 << 20).await.expect("read");
         assert_eq!(chunk.events.len(), 2);
         let first = EventId {
             epoch: ids[0].epoch.clone(),
@@ -252,7 +340,7 @@ mod suite {
         };
         assert_eq!(
             store
-                .read_after(&first, 100)
+                .read_after(&first, 100, 1 << 20)
                 .await
                 .expect("read")
                 .events
@@ -263,7 +351,8 @@ mod suite {
     }
 
     pub async fn live_events_arrive_in_order(store: &dyn Store) {
-        let mut live = store.live();
+        let mut live = store.live().expect("the fan-out is ready");
+        assert!(*store.live_ready().borrow());
         let mut sent = Vec::new();
         for i in 0..20 {
             sent.push(
@@ -279,6 +368,9 @@ mod suite {
                 .await
                 .expect("live event within 5 s")
                 .expect("fan-out open");
+            let Live::Event(event) = event else {
+                panic!("no reset expected: {event:?}");
+            };
             assert_eq!(event.id, id);
         }
     }
@@ -300,7 +392,7 @@ mod suite {
             }
             appended += 200;
         }
-        let chunk = store.read_after(&first, 10).await.expect("read");
+        let chunk = store.read_after(&first, 10, 1 << 20).await.expect("read");
         let first_kept = chunk.first_kept.expect("something was trimmed");
         assert!(first.seq < first_kept);
         let retained = {
@@ -311,7 +403,10 @@ mod suite {
             let mut count = 0;
             let mut cursor = zero;
             loop {
-                let chunk = store.read_after(&cursor, 1000).await.expect("read");
+                let chunk = store
+                    .read_after(&cursor, 1000, 16 << 20)
+                    .await
+                    .expect("read");
                 let Some(last) = chunk.events.last() else {
                     break;
                 };
@@ -357,6 +452,18 @@ macro_rules! conformance {
             #[tokio::test]
             async fn a_taken_token_carries_its_users_cutoff() {
                 suite::a_taken_token_carries_its_users_cutoff(&*$make().await.store).await;
+            }
+            #[tokio::test]
+            async fn issue_refuses_revoked_jwts_in_the_same_step() {
+                suite::issue_refuses_revoked_jwts_in_the_same_step(&*$make().await.store).await;
+            }
+            #[tokio::test]
+            async fn reads_stop_at_the_byte_budget() {
+                suite::reads_stop_at_the_byte_budget(&*$make().await.store).await;
+            }
+            #[tokio::test]
+            async fn an_id_ahead_of_the_stream_reads_nothing() {
+                suite::an_id_ahead_of_the_stream_reads_nothing(&*$make().await.store).await;
             }
             #[tokio::test]
             async fn events_read_back_in_order() {

@@ -6,6 +6,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use wsauth_shared::proto::broadcast_service_server::BroadcastService;
 use wsauth_shared::proto::{
@@ -27,15 +28,22 @@ pub struct BroadcastGrpc {
     events: Events,
     max_event_bytes: usize,
     shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl BroadcastGrpc {
-    /// Serves `events`; subscriptions end when `shutdown` is cancelled.
-    pub fn new(events: Events, max_event_bytes: usize, shutdown: CancellationToken) -> Self {
+    /// Serves `events`; subscriptions run on `tasks` and end when `shutdown` is cancelled.
+    pub fn new(
+        events: Events,
+        max_event_bytes: usize,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
         Self {
             events,
             max_event_bytes,
             shutdown,
+            tasks,
         }
     }
 }
@@ -159,7 +167,8 @@ impl BroadcastService for BroadcastGrpc {
         let subscription = self.events.subscribe(after.clone()).await?;
         tracing::info!(%gateway_id, after_id = ?after.map(|id| id.to_string()), "subscriber joined");
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-        tokio::spawn(forward(subscription, tx, self.shutdown.clone(), gateway_id));
+        self.tasks
+            .spawn(forward(subscription, tx, self.shutdown.clone(), gateway_id));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

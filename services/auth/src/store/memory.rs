@@ -5,11 +5,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
-use super::{FANOUT_CAPACITY, RevocationState, Store, StoreError, TakenToken};
+use super::{
+    FANOUT_CAPACITY, IssueRequest, Live, RevocationState, Store, StoreError, TakenToken,
+    event_bytes,
+};
 use crate::clock::now_ms;
 use crate::events::{Event, EventChunk, EventId, NewEvent, StreamSeq, new_epoch};
+use crate::revocation;
 use crate::ws_token::{TokenHash, TokenRecord};
 
 /// Sweep expired entries after this many inserts, so memory stays bounded
@@ -25,7 +29,9 @@ pub struct MemoryStore {
 struct Inner {
     // std Mutex: no `.await` while it is held, and every section is short.
     state: Mutex<State>,
-    fanout: broadcast::Sender<Arc<Event>>,
+    fanout: broadcast::Sender<Live>,
+    /// Always true: the fan-out is fed under the same lock as appends.
+    ready: watch::Sender<bool>,
     retention: usize,
     /// Random per process: restarting auth loses the events, like Redis without persistence.
     epoch: String,
@@ -50,6 +56,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 fanout,
+                ready: watch::Sender::new(true),
                 retention: retention.max(1),
                 epoch: new_epoch(),
             }),
@@ -66,8 +73,18 @@ impl MemoryStore {
 }
 
 impl State {
+    fn revocation(&self, jti: Option<&str>, user_id: &str, now: Instant) -> RevocationState {
+        let jti_revoked = jti
+            .and_then(|jti| self.revoked_jtis.get(jti))
+            .is_some_and(|deadline| deadline.is_none_or(|d| d > now));
+        RevocationState {
+            jti_revoked,
+            user_cutoff_ms: self.cutoffs.get(user_id).copied(),
+        }
+    }
+
     fn sweep(&mut self, now: Instant) {
-        self.inserts += 1;
+        self.inserts = self.inserts.wrapping_add(1);
         if self.inserts.is_multiple_of(SWEEP_EVERY) {
             self.tokens.retain(|_, (_, deadline)| *deadline > now);
             self.revoked_jtis
@@ -78,17 +95,33 @@ impl State {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn put_ws_token(
+    async fn issue_ws_token(
         &self,
-        hash: &TokenHash,
-        record: &TokenRecord,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+        request: IssueRequest<'_>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
         let now = Instant::now();
+        // Under the lock, like the Redis script: a RevokeUser runs wholly
+        // before (the JWT is refused) or after (the token is revoked).
         let mut state = self.state();
+        let issued_ms = now_ms();
+        let revocation_state = state.revocation(request.jti, request.user_id, now);
+        if revocation::jwt_is_revoked(request.iat, &revocation_state, issued_ms, request.leeway_s) {
+            return Ok(None);
+        }
+        let ttl_ms = u64::try_from(request.ttl.as_millis()).unwrap_or(u64::MAX);
+        let record = TokenRecord {
+            issued_ms,
+            expires_ms: issued_ms.saturating_add(ttl_ms),
+            user_id: request.user_id.to_owned(),
+        };
+        let deadline = now
+            .checked_add(request.ttl)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
         state.sweep(now);
-        state.tokens.insert(*hash, (record.clone(), now + ttl));
-        Ok(())
+        state
+            .tokens
+            .insert(*request.hash, (record.clone(), deadline));
+        Ok(Some(record))
     }
 
     async fn take_ws_token(
@@ -119,13 +152,16 @@ impl Store for MemoryStore {
         state.sweep(now);
         state
             .revoked_jtis
-            .insert(jti.to_owned(), ttl.map(|ttl| now + ttl));
+            .insert(jti.to_owned(), ttl.and_then(|ttl| now.checked_add(ttl)));
         Ok(())
     }
 
-    async fn set_user_cutoff(&self, user_id: &str, cutoff_ms: u64) -> Result<(), StoreError> {
-        self.state().cutoffs.insert(user_id.to_owned(), cutoff_ms);
-        Ok(())
+    async fn revoke_user(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let cutoff = state.cutoffs.entry(user_id.to_owned()).or_insert(0);
+        // Never lower a cutoff, even if the wall clock stepped back.
+        *cutoff = (*cutoff).max(now_ms());
+        Ok(*cutoff)
     }
 
     async fn revocation(
@@ -133,15 +169,7 @@ impl Store for MemoryStore {
         jti: Option<&str>,
         user_id: &str,
     ) -> Result<RevocationState, StoreError> {
-        let now = Instant::now();
-        let state = self.state();
-        let jti_revoked = jti
-            .and_then(|jti| state.revoked_jtis.get(jti))
-            .is_some_and(|deadline| deadline.is_none_or(|d| d > now));
-        Ok(RevocationState {
-            jti_revoked,
-            user_cutoff_ms: state.cutoffs.get(user_id).copied(),
-        })
+        Ok(self.state().revocation(jti, user_id, Instant::now()))
     }
 
     async fn append(&self, event: NewEvent) -> Result<Event, StoreError> {
@@ -171,34 +199,47 @@ impl Store for MemoryStore {
             state.trimmed = true;
         }
         // Sent under the lock so live order equals stream order. No receivers is fine.
-        let _ = self.inner.fanout.send(Arc::new(event.clone()));
+        let _ = self.inner.fanout.send(Live::Event(Arc::new(event.clone())));
         Ok(event)
     }
 
-    async fn read_after(&self, after: &EventId, count: usize) -> Result<EventChunk, StoreError> {
+    async fn read_after(
+        &self,
+        after: &EventId,
+        count: usize,
+        max_bytes: usize,
+    ) -> Result<EventChunk, StoreError> {
         let state = self.state();
         let start = state.events.partition_point(|e| e.id.seq <= after.seq);
-        let events = if after.epoch == self.inner.epoch {
-            state
-                .events
-                .iter()
-                .skip(start)
-                .take(count)
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let mut events = Vec::new();
+        let mut complete = true;
+        if after.epoch == self.inner.epoch {
+            let mut bytes = 0;
+            for event in state.events.iter().skip(start) {
+                if events.len() == count || (!events.is_empty() && bytes >= max_bytes) {
+                    complete = false;
+                    break;
+                }
+                bytes += event_bytes(event);
+                events.push(event.clone());
+            }
+        }
         Ok(EventChunk {
             epoch: Some(self.inner.epoch.clone()),
             first_kept: state
                 .trimmed
                 .then(|| state.events.front().map_or(state.last, |e| e.id.seq)),
+            last: state.last,
             events,
+            complete,
         })
     }
 
-    fn live(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.inner.fanout.subscribe()
+    fn live(&self) -> Result<broadcast::Receiver<Live>, StoreError> {
+        Ok(self.inner.fanout.subscribe())
+    }
+
+    fn live_ready(&self) -> watch::Receiver<bool> {
+        self.inner.ready.subscribe()
     }
 }

@@ -11,11 +11,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script, Value};
-use tokio::sync::{broadcast, oneshot};
+use redis::{
+    AsyncConnectionConfig, Client, ErrorKind, IntoConnectionInfo, RedisError, Script,
+    ServerErrorKind, Value,
+};
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::{FANOUT_CAPACITY, RevocationState, Store, StoreError, TakenToken};
+use super::{FANOUT_CAPACITY, IssueRequest, Live, RevocationState, Store, StoreError, TakenToken};
 use crate::events::{Event, EventChunk, EventId, EventKind, NewEvent, StreamSeq, new_epoch};
 use crate::ws_token::{TokenHash, TokenRecord};
 
@@ -40,6 +44,39 @@ local cutoff = redis.call('GET', ARGV[2] .. string.sub(v, b + 1))
 return {v, cutoff or ''}
 ";
 
+/// IssueWsToken in one atomic step, on Redis's clock: refuse a revoked JWT
+/// (KEYS[3], the jti key, when given; the user's cutoff KEYS[2] against the
+/// iat ARGV[2]), else store the token KEYS[1] for ARGV[1] (user id) with
+/// PX ARGV[3]; returns the issue time (ms) or false when revoked.
+/// Mirrors `revocation::jwt_is_revoked` (leeway ARGV[4]).
+const ISSUE_TOKEN: &str = r"
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return false end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cutoff = tonumber(redis.call('GET', KEYS[2]) or '')
+if cutoff then
+  if ARGV[2] == '' then return false end
+  local iat = tonumber(ARGV[2])
+  if iat <= math.floor(cutoff / 1000) or iat > math.floor(now / 1000) + tonumber(ARGV[4]) then
+    return false
+  end
+end
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], string.format('%d %d ', now, now + ttl) .. ARGV[1], 'PX', ARGV[3])
+return now
+";
+
+/// RevokeUser's cutoff on Redis's clock, never lowered (another replica may
+/// have set a later one); returns it.
+const REVOKE_USER: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = tonumber(redis.call('GET', KEYS[1]) or '')
+if old and old > now then now = old end
+redis.call('SET', KEYS[1], string.format('%d', now))
+return now
+";
+
 /// Gets or creates the epoch, then appends the event carrying it.
 const APPEND: &str = r"
 local epoch = redis.call('GET', KEYS[2])
@@ -54,26 +91,55 @@ return {epoch, id}
 
 /// One consistent view for a resuming reader: the epoch; the first retained
 /// id when trimming removed anything (ids before it are gone; the last
-/// generated id when nothing is left); the entries after ARGV[1].
+/// generated id when nothing is left); the last generated id; up to ARGV[2]
+/// entries after ARGV[1] (a canonical `ms-seq`), stopping once they hold
+/// ARGV[3] bytes of values (read in small batches so that a chunk of large
+/// events never becomes one huge Lua table); 1 when the end was reached.
+/// An id after the last generated one reads nothing (the caller refuses it).
 /// (Redis >= 7: `entries-added`. Trimming does not move `max-deleted-entry-id`.)
 const READ_AFTER: &str = r"
 local epoch = redis.call('GET', KEYS[2])
-if not epoch then return {'', '', {}} end
+if not epoch then return {'', '', '0-0', {}, 1} end
 local first_kept = ''
+local last = '0-0'
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   local f = {}
   for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
+  last = f['last-generated-id']
   if tonumber(f['entries-added']) > tonumber(f['length']) then
     if f['length'] > 0 and f['first-entry'] then
       first_kept = f['first-entry'][1]
     else
-      first_kept = f['last-generated-id']
+      first_kept = last
     end
   end
 end
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-return {epoch, first_kept, entries}
+local function lt(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local am, as = string.match(ARGV[1], '^(%d+)-(%d+)$')
+local lm, ls = string.match(last, '^(%d+)-(%d+)$')
+if lt(lm, am) or (lm == am and lt(ls, as)) then return {epoch, first_kept, last, {}, 1} end
+local out = {}
+local bytes = 0
+local count = tonumber(ARGV[2])
+local budget = tonumber(ARGV[3])
+local from = '(' .. ARGV[1]
+while true do
+  local want = math.min(count - #out, 8)
+  if want <= 0 or (#out > 0 and bytes >= budget) then return {epoch, first_kept, last, out, 0} end
+  local batch = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', want)
+  for _, e in ipairs(batch) do
+    if #out > 0 and bytes >= budget then return {epoch, first_kept, last, out, 0} end
+    out[#out + 1] = e
+    local fields = e[2]
+    for i = 2, #fields, 2 do bytes = bytes + #fields[i] end
+    from = '(' .. e[1]
+  end
+  if #batch < want then return {epoch, first_kept, last, out, 1} end
+end
 ";
 
 /// Where the live reader starts: the epoch and the last id ever generated.
@@ -89,6 +155,9 @@ end
 return {epoch or '', last}
 ";
 
+/// Keys live at most this long in Redis (100 years): a longer PX is refused by Redis.
+const MAX_TTL_MS: u64 = 100 * 365 * 86_400 * 1000;
+
 /// The Redis store. Cheap to clone; the reader task stops when `shutdown` is cancelled.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -99,25 +168,31 @@ struct Inner {
     conn: ConnectionManager,
     timeout: Duration,
     retention: u64,
-    fanout: broadcast::Sender<Arc<Event>>,
+    fanout: broadcast::Sender<Live>,
+    /// True while the reader has a position and a working connection.
+    ready: watch::Receiver<bool>,
     take_token: Script,
+    issue_token: Script,
+    revoke_user: Script,
     append: Script,
     read_after: Script,
 }
 
 impl RedisStore {
     /// Connects lazily (auth starts even while Redis is down) and starts the
-    /// stream reader, which runs until `shutdown` is cancelled. Waits (up to
-    /// the timeout) for the reader to find its starting point, so that a
-    /// subscriber served right after startup misses no event.
+    /// stream reader on `tasks`, which runs until `shutdown` is cancelled.
+    /// Waits (up to twice the timeout) for the reader to find its starting
+    /// point; until it has, [`Store::live`] answers Unavailable, so that no
+    /// subscriber is taken on at a position the reader may never deliver from.
     pub async fn new(
         url: &str,
         timeout: Duration,
         retention: u64,
         shutdown: CancellationToken,
+        tasks: &TaskTracker,
     ) -> Result<Self, StoreError> {
         let invalid_url =
-            |e: RedisError| StoreError::Unavailable(format!("invalid REDIS_URL: {:?}", e.kind()));
+            |e: RedisError| StoreError::Failed(format!("invalid REDIS_URL: {:?}", e.kind()));
         let info = url.into_connection_info().map_err(invalid_url)?;
         // Every command is a small request awaiting its reply: Nagle would
         // hold some of them back until the server's delayed ACK.
@@ -129,43 +204,53 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(store_error)?;
         let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
+        let (ready_tx, ready) = watch::channel(false);
         let store = Self {
             inner: Arc::new(Inner {
                 conn,
                 timeout,
                 retention,
                 fanout: fanout.clone(),
+                ready: ready.clone(),
                 take_token: Script::new(TAKE_TOKEN),
+                issue_token: Script::new(ISSUE_TOKEN),
+                revoke_user: Script::new(REVOKE_USER),
                 append: Script::new(APPEND),
                 read_after: Script::new(READ_AFTER),
             }),
         };
-        let (ready_tx, ready_rx) = oneshot::channel();
         let reader = Reader {
             client,
             timeout,
             fanout,
             position: None,
-            ready: Some(ready_tx),
+            ready: ready_tx,
+            position_script: Script::new(POSITION),
         };
-        tokio::spawn(reader.run(shutdown));
-        if tokio::time::timeout(timeout * 2, ready_rx).await.is_err() {
+        tasks.spawn(reader.run(shutdown));
+        let mut ready = ready;
+        let wait = timeout.saturating_mul(2);
+        if tokio::time::timeout(wait, ready.wait_for(|ready| *ready))
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                "redis is not reachable yet; serving anyway and retrying in the background"
+                "redis is not reachable yet; serving anyway (Subscribe answers UNAVAILABLE until \
+                 the event stream reader connects) and retrying in the background"
             );
         }
         Ok(store)
     }
 
-    /// Runs one Redis call under the deadline, mapping every failure to Unavailable.
+    /// Runs one Redis call under the deadline.
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, RedisError>>,
     {
         match tokio::time::timeout(self.inner.timeout, f).await {
-            Ok(result) => result.map_err(unavailable),
+            Ok(result) => result.map_err(store_error),
             Err(_) => Err(StoreError::Unavailable("redis call timed out".into())),
         }
     }
@@ -175,30 +260,67 @@ impl RedisStore {
     }
 }
 
-fn unavailable(error: RedisError) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+/// Unreachable, timed out, failing over or loading: Unavailable (retry later).
+/// Anything else (WRONGTYPE, script errors, NOAUTH, NOPERM...) is a
+/// misconfiguration that retrying will not fix: Failed.
+fn store_error(error: RedisError) -> StoreError {
+    let transient = error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            ) | ErrorKind::MasterNameNotFoundBySentinel
+                | ErrorKind::NoValidReplicasFoundBySentinel
+                | ErrorKind::EmptySentinelList
+        );
+    if transient {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Failed(error.to_string())
+    }
 }
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("unexpected reply: {what}"))
 }
 
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_TTL_MS)
+}
+
 #[async_trait]
 impl Store for RedisStore {
-    async fn put_ws_token(
+    async fn issue_ws_token(
         &self,
-        hash: &TokenHash,
-        record: &TokenRecord,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+        request: IssueRequest<'_>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
         let mut conn = self.conn();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(hash.key())
-            .arg(record.encode())
-            .arg("PX")
-            .arg(ttl_ms);
-        self.call(cmd.query_async::<()>(&mut conn)).await
+        let ttl_ms = ttl_ms(request.ttl);
+        let mut invocation = self.inner.issue_token.key(request.hash.key());
+        invocation.key(format!("{CUTOFF_PREFIX}{}", request.user_id));
+        if let Some(jti) = request.jti {
+            invocation.key(format!("{JTI_PREFIX}{jti}"));
+        }
+        invocation
+            .arg(request.user_id)
+            .arg(request.iat.map(|iat| iat.to_string()).unwrap_or_default())
+            .arg(ttl_ms)
+            .arg(request.leeway_s);
+        let issued: Option<u64> = self.call(invocation.invoke_async(&mut conn)).await?;
+        Ok(issued.map(|issued_ms| TokenRecord {
+            issued_ms,
+            expires_ms: issued_ms.saturating_add(ttl_ms),
+            user_id: request.user_id.to_owned(),
+        }))
     }
 
     async fn take_ws_token(
@@ -229,17 +351,18 @@ impl Store for RedisStore {
         let mut cmd = redis::cmd("SET");
         cmd.arg(format!("{JTI_PREFIX}{jti}")).arg("1");
         if let Some(ttl) = ttl {
-            cmd.arg("PX")
-                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+            cmd.arg("PX").arg(ttl_ms(ttl));
         }
         self.call(cmd.query_async::<()>(&mut conn)).await
     }
 
-    async fn set_user_cutoff(&self, user_id: &str, cutoff_ms: u64) -> Result<(), StoreError> {
+    async fn revoke_user(&self, user_id: &str) -> Result<u64, StoreError> {
         let mut conn = self.conn();
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(format!("{CUTOFF_PREFIX}{user_id}")).arg(cutoff_ms);
-        self.call(cmd.query_async::<()>(&mut conn)).await
+        let invocation = self
+            .inner
+            .revoke_user
+            .key(format!("{CUTOFF_PREFIX}{user_id}"));
+        self.call(invocation.invoke_async(&mut conn)).await
     }
 
     async fn revocation(
@@ -286,40 +409,64 @@ impl Store for RedisStore {
         })
     }
 
-    async fn read_after(&self, after: &EventId, count: usize) -> Result<EventChunk, StoreError> {
+    async fn read_after(
+        &self,
+        after: &EventId,
+        count: usize,
+        max_bytes: usize,
+    ) -> Result<EventChunk, StoreError> {
         let mut conn = self.conn();
         let mut invocation = self.inner.read_after.key(STREAM_KEY);
         invocation
             .key(EPOCH_KEY)
             .arg(after.seq.to_string())
-            .arg(count);
+            .arg(count.max(1))
+            .arg(max_bytes);
         let reply: Value = self.call(invocation.invoke_async(&mut conn)).await?;
-        let Value::Array(mut parts) = reply else {
+        let Value::Array(parts) = reply else {
             return Err(corrupt("read script"));
         };
-        if parts.len() != 3 {
+        let Ok([epoch, first_kept, last, entries, complete]) = <[Value; 5]>::try_from(parts) else {
             return Err(corrupt("read script"));
-        }
-        let entries = parts.pop().unwrap_or(Value::Nil);
-        let first_kept = text(&parts[1]).filter(|s| !s.is_empty());
-        let epoch = text(&parts[0]).filter(|s| !s.is_empty());
-        let Some(epoch) = epoch else {
-            return Ok(EventChunk::default());
         };
-        let first_kept = match first_kept {
+        let Some(epoch) = text(&epoch).filter(|s| !s.is_empty()) else {
+            return Ok(EventChunk {
+                complete: true,
+                ..EventChunk::default()
+            });
+        };
+        let first_kept = match text(&first_kept).filter(|s| !s.is_empty()) {
             Some(id) => Some(id.parse().map_err(|()| corrupt("first retained id"))?),
             None => None,
         };
+        let last = text(&last)
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| corrupt("last generated id"))?;
         let events = parse_entries(entries)?;
         Ok(EventChunk {
             epoch: Some(epoch.to_owned()),
             first_kept,
+            last,
             events,
+            complete: matches!(complete, Value::Int(1)),
         })
     }
 
-    fn live(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.inner.fanout.subscribe()
+    fn live(&self) -> Result<broadcast::Receiver<Live>, StoreError> {
+        // Subscribe before checking: had the reader been ready only before
+        // the subscription, an event could fall between the two.
+        let live = self.inner.fanout.subscribe();
+        if *self.inner.ready.borrow() {
+            Ok(live)
+        } else {
+            Err(StoreError::Unavailable(
+                "the event stream reader is not connected to redis".into(),
+            ))
+        }
+    }
+
+    fn live_ready(&self) -> watch::Receiver<bool> {
+        self.inner.ready.clone()
     }
 }
 
@@ -396,37 +543,68 @@ fn parse_entry(entry: Value) -> Result<Event, StoreError> {
 struct Reader {
     client: Client,
     timeout: Duration,
-    fanout: broadcast::Sender<Arc<Event>>,
+    fanout: broadcast::Sender<Live>,
     /// The epoch and last id read; None before the first successful read.
     position: Option<(String, StreamSeq)>,
-    /// Fired once the first starting point is known.
-    ready: Option<oneshot::Sender<()>>,
+    /// True while this reader has a position and a working connection.
+    ready: watch::Sender<bool>,
+    position_script: Script,
 }
+
+/// How a connection attempt of the reader ended.
+struct ReadFailure {
+    /// It had reached a position (so it was serving) before failing.
+    was_serving: bool,
+    error: StoreError,
+}
+
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 impl Reader {
     async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = INITIAL_BACKOFF;
+        // Log state changes, not every retry of an outage.
+        let mut reported_down = false;
         loop {
-            let result = tokio::select! {
-                () = shutdown.cancelled() => return,
-                result = self.connect_and_read() => result,
+            let failure = tokio::select! {
+                () = shutdown.cancelled() => break,
+                failure = self.connect_and_read(&mut reported_down) => failure,
             };
-            match result {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "event stream reader lost redis");
-                }
+            self.ready.send_replace(false);
+            if failure.was_serving {
+                backoff = INITIAL_BACKOFF;
+            }
+            if !reported_down {
+                reported_down = true;
+                tracing::warn!(error = %failure.error, "event stream reader lost redis; retrying in the background");
+            } else {
+                tracing::debug!(error = %failure.error, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "event stream reader still without redis");
             }
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+        self.ready.send_replace(false);
     }
 
-    /// Reads until an error. Only returns with an error (the loop never ends on its own).
-    async fn connect_and_read(&mut self) -> Result<(), StoreError> {
+    /// Reads until an error (the loop never ends on its own).
+    async fn connect_and_read(&mut self, reported_down: &mut bool) -> ReadFailure {
+        let mut was_serving = false;
+        let error = match self.read(&mut was_serving, reported_down).await {
+            Ok(never) => match never {},
+            Err(error) => error,
+        };
+        ReadFailure { was_serving, error }
+    }
+
+    async fn read(
+        &mut self,
+        was_serving: &mut bool,
+        reported_down: &mut bool,
+    ) -> Result<std::convert::Infallible, StoreError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(READ_BLOCK + self.timeout));
@@ -434,14 +612,18 @@ impl Reader {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
+        self.check_version(&mut conn).await?;
         let mut from = self.start_position(&mut conn).await?;
         // Pin the start now: a reconnect must not skip what came in meanwhile.
         self.position = Some(from.clone());
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(());
+        self.ready.send_replace(true);
+        *was_serving = true;
+        if std::mem::take(reported_down) {
+            tracing::info!(epoch = %from.0, from = %from.1, "event stream reader connected to redis again");
+        } else {
+            tracing::debug!(epoch = %from.0, from = %from.1, "event stream reader connected");
         }
-        tracing::debug!(epoch = %from.0, from = %from.1, "event stream reader connected");
         loop {
             let mut cmd = redis::cmd("XREAD");
             cmd.arg("COUNT")
@@ -451,7 +633,7 @@ impl Reader {
                 .arg("STREAMS")
                 .arg(STREAM_KEY)
                 .arg(from.1.to_string());
-            let reply: Value = cmd.query_async(&mut conn).await.map_err(unavailable)?;
+            let reply: Value = cmd.query_async(&mut conn).await.map_err(store_error)?;
             let entries = match reply {
                 Value::Nil => {
                     // Idle: the stream may have been deleted and recreated
@@ -467,21 +649,55 @@ impl Reader {
             };
             for event in entries {
                 if !from.0.is_empty() && event.id.epoch != from.0 {
-                    // Redis lost the stream (restart without persistence, flush):
-                    // what was appended but not yet read here is gone.
-                    tracing::warn!(
-                        old_epoch = %from.0,
-                        new_epoch = %event.id.epoch,
-                        "event stream reset by redis: events may have been lost; \
-                         resuming from an old-epoch id now gives OUT_OF_RANGE"
-                    );
+                    // Redis lost the stream and it was recreated between two reads.
+                    self.reset(&from.0, &event.id.epoch);
                 }
                 from = (event.id.epoch.clone(), event.id.seq);
                 self.position = Some(from.clone());
                 // No subscribers is fine: the event is in the stream for later readers.
-                let _ = self.fanout.send(Arc::new(event));
+                let _ = self.fanout.send(Live::Event(Arc::new(event)));
             }
         }
+    }
+
+    /// Redis lost the stream (restart without persistence, flush): what was
+    /// appended but not yet read here is gone. Subscribers are told.
+    fn reset(&self, old_epoch: &str, new_epoch: &str) {
+        tracing::warn!(
+            %old_epoch,
+            %new_epoch,
+            "event stream reset by redis: events may have been lost; subscribers are ended \
+             with OUT_OF_RANGE and resuming from an old-epoch id gives OUT_OF_RANGE"
+        );
+        let _ = self.fanout.send(Live::Reset {
+            epoch: new_epoch.to_owned(),
+        });
+    }
+
+    /// History relies on XINFO's `entries-added` (Redis 7): say so clearly
+    /// instead of failing every History call with a script error.
+    async fn check_version(&self, conn: &mut MultiplexedConnection) -> Result<(), StoreError> {
+        let info: String = tokio::time::timeout(
+            self.timeout,
+            redis::cmd("INFO").arg("server").query_async(conn),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("redis call timed out".into()))?
+        .map_err(store_error)?;
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .map(str::trim);
+        let major = version
+            .and_then(|v| v.split('.').next())
+            .and_then(|major| major.parse::<u32>().ok());
+        if major.is_none_or(|major| major < 7) {
+            tracing::error!(
+                version = version.unwrap_or("unknown"),
+                "wsauth needs Redis 7 or later: History and Subscribe with after_id will fail"
+            );
+        }
+        Ok(())
     }
 
     /// Continue after the last id read when the epoch is unchanged; read the
@@ -490,26 +706,20 @@ impl Reader {
         &self,
         conn: &mut MultiplexedConnection,
     ) -> Result<(String, StreamSeq), StoreError> {
-        let script = Script::new(POSITION);
-        let mut invocation = script.key(STREAM_KEY);
+        let mut invocation = self.position_script.key(STREAM_KEY);
         invocation.key(EPOCH_KEY);
         let (epoch, last): (String, String) =
             tokio::time::timeout(self.timeout, invocation.invoke_async(conn))
                 .await
                 .map_err(|_| StoreError::Unavailable("redis call timed out".into()))?
-                .map_err(unavailable)?;
+                .map_err(store_error)?;
         let last: StreamSeq = last.parse().map_err(|()| corrupt("last-generated-id"))?;
         Ok(match &self.position {
             None => (epoch, last),
             Some((known, seq)) if *known == epoch => (epoch, *seq),
             Some((known, _)) => {
                 if !known.is_empty() {
-                    tracing::warn!(
-                        old_epoch = %known,
-                        new_epoch = %epoch,
-                        "event stream reset by redis: events may have been lost; \
-                         resuming from an old-epoch id now gives OUT_OF_RANGE"
-                    );
+                    self.reset(known, &epoch);
                 }
                 (epoch, StreamSeq::default())
             }
