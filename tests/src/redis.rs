@@ -43,6 +43,11 @@ impl TestRedis {
         self.port
     }
 
+    /// The server's process id while it runs (e.g. to SIGSTOP it in a test).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server with SIGKILL and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -407,3 +407,108 @@ async fn shutdown_ends_subscriptions_and_run_returns() {
         .expect("stream ends promptly");
     assert!(!matches!(end, Ok(Some(_))), "{end:?}");
 }
+
+async fn revoke_user_reaches_a_live_subscriber(redis_url: Option<String>) {
+    let auth = TestAuth::spawn(config(redis_url)).await;
+    let mut client = auth.broadcast_client().await;
+    let mut live = subscribe(&mut client, None).await.expect("subscribe");
+    let mut auth_client = auth.auth_client().await;
+    call(auth_client.revoke_user(req(
+        RevokeUserRequest {
+            user_id: "mallory".into(),
+        },
+        Some(ADMIN_KEY),
+    )))
+    .await
+    .expect("revoke user");
+    let event = next(&mut live).await.expect("the disconnect event");
+    assert_eq!(event.kind(), EventKind::Disconnect);
+    assert_eq!(event.user_id, "mallory");
+}
+
+#[tokio::test]
+async fn revoke_user_sends_a_disconnect_to_live_subscribers_with_redis() {
+    let redis = TestRedis::spawn();
+    revoke_user_reaches_a_live_subscriber(Some(redis.url())).await;
+}
+
+#[tokio::test]
+async fn revoke_user_sends_a_disconnect_to_live_subscribers_in_memory() {
+    revoke_user_reaches_a_live_subscriber(None).await;
+}
+
+async fn history_pages_by_bytes(redis_url: Option<String>) {
+    let auth = TestAuth::spawn(config(redis_url)).await;
+    let mut client = auth.broadcast_client().await;
+    let start = publish(&mut client, "start", None).await;
+    // 80 × 64 KiB = 5 MiB: more than one gRPC message (4 MiB) may carry.
+    let big = "x".repeat(65_536);
+    let mut ids = Vec::new();
+    for _ in 0..80 {
+        ids.push(publish(&mut client, &big, None).await);
+    }
+    let mut cursor = start;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    while seen.len() < ids.len() {
+        let page = call(client.history(req(history(&cursor, None, None), Some(INTERNAL_KEY))))
+            .await
+            .expect("a history page fits in a gRPC message");
+        assert!(!page.events.is_empty(), "a page holds at least one event");
+        let bytes: usize = page.events.iter().map(|e| e.data.len()).sum();
+        assert!(bytes <= 3 * 1024 * 1024 + 65_536, "page of {bytes} bytes");
+        cursor = page.events.last().expect("non-empty").id.clone();
+        seen.extend(page.events.into_iter().map(|e| e.id));
+        pages += 1;
+    }
+    assert!(pages >= 2, "5 MiB came in {pages} page(s)");
+    assert_eq!(seen, ids, "paging by the last id loses and repeats nothing");
+    let rest = call(client.history(req(history(&cursor, None, None), Some(INTERNAL_KEY))))
+        .await
+        .expect("history");
+    assert!(rest.events.is_empty());
+}
+
+#[tokio::test]
+async fn history_replies_stay_under_the_message_limit_and_page_with_redis() {
+    let redis = TestRedis::spawn();
+    history_pages_by_bytes(Some(redis.url())).await;
+}
+
+#[tokio::test]
+async fn history_replies_stay_under_the_message_limit_and_page_in_memory() {
+    history_pages_by_bytes(None).await;
+}
+
+async fn ids_ahead_of_the_stream(redis_url: Option<String>) {
+    let auth = TestAuth::spawn(config(redis_url)).await;
+    let mut client = auth.broadcast_client().await;
+    let id = publish(&mut client, "only", None).await;
+    let epoch = id.split_once(':').expect("epoch").0;
+    let ahead = format!("{epoch}:18446744073709551615-18446744073709551615");
+    let status = assert_code(
+        call(client.history(req(history(&ahead, None, None), Some(INTERNAL_KEY)))).await,
+        Code::OutOfRange,
+    );
+    assert!(status.message().contains("ahead"), "{status:?}");
+    let status = subscribe(&mut client, Some(&ahead))
+        .await
+        .expect_err("an id from the future is refused");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // The last real id is fine.
+    let events = call(client.history(req(history(&id, None, None), Some(INTERNAL_KEY))))
+        .await
+        .expect("history after the last id");
+    assert!(events.events.is_empty());
+}
+
+#[tokio::test]
+async fn an_id_ahead_of_the_stream_is_out_of_range_with_redis() {
+    let redis = TestRedis::spawn();
+    ids_ahead_of_the_stream(Some(redis.url())).await;
+}
+
+#[tokio::test]
+async fn an_id_ahead_of_the_stream_is_out_of_range_in_memory() {
+    ids_ahead_of_the_stream(None).await;
+}
