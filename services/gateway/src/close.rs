@@ -25,6 +25,19 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    /// Every close code, in the contract table's order.
+    pub const ALL: [CloseCode; 9] = [
+        Self::GoingAway,
+        Self::Unsupported,
+        Self::Policy,
+        Self::TooBig,
+        Self::AuthUnavailable,
+        Self::BadFirstFrame,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::AuthTimeout,
+    ];
+
     /// The WebSocket close code sent to the client.
     pub const fn code(self) -> u16 {
         match self {
@@ -74,19 +87,9 @@ impl CloseCode {
 
 #[cfg(test)]
 mod tests {
-    use super::CloseCode::{self, *};
+    use super::CloseCode;
 
-    const ALL: [CloseCode; 9] = [
-        GoingAway,
-        Unsupported,
-        Policy,
-        TooBig,
-        AuthUnavailable,
-        BadFirstFrame,
-        Unauthorized,
-        Forbidden,
-        AuthTimeout,
-    ];
+    const ALL: [CloseCode; 9] = CloseCode::ALL;
 
     #[test]
     fn codes_match_the_contract_table() {

@@ -4,7 +4,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::auth_client::AuthCallError;
+use crate::auth_client::{AuthCallError, ErrorKind};
+use crate::metrics::Handshake;
 
 /// Every way an HTTP request to the gateway fails. The client sees the status
 /// and a fixed message; the cause is logged where the error is made.
@@ -20,14 +21,16 @@ pub enum HttpError {
     ForbiddenOrigin,
     #[error("auth unavailable")]
     AuthUnavailable,
+    #[error("gateway shutting down")]
+    ShuttingDown,
 }
 
 impl From<AuthCallError> for HttpError {
     fn from(error: AuthCallError) -> Self {
-        match error {
-            AuthCallError::Rejected(_) => Self::Unauthorized,
-            other => {
-                tracing::warn!(error = %other, "auth call failed");
+        match error.kind() {
+            ErrorKind::Rejected => Self::Unauthorized,
+            ErrorKind::OutOfRange | ErrorKind::Unavailable => {
+                tracing::warn!(%error, "auth call failed");
                 Self::AuthUnavailable
             }
         }
@@ -41,7 +44,19 @@ impl HttpError {
                 StatusCode::UNAUTHORIZED
             }
             Self::ForbiddenOrigin => StatusCode::FORBIDDEN,
-            Self::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuthUnavailable | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// How a refused WebSocket handshake is counted.
+    pub fn handshake(&self) -> Handshake {
+        match self {
+            Self::MissingBearer | Self::MissingToken | Self::Unauthorized => {
+                Handshake::Unauthorized
+            }
+            Self::ForbiddenOrigin => Handshake::Forbidden,
+            Self::AuthUnavailable => Handshake::Unavailable,
+            Self::ShuttingDown => Handshake::ShuttingDown,
         }
     }
 }
@@ -64,6 +79,17 @@ mod tests {
         assert_eq!(HttpError::Unauthorized.status(), 401);
         assert_eq!(HttpError::ForbiddenOrigin.status(), 403);
         assert_eq!(HttpError::AuthUnavailable.status(), 503);
+        assert_eq!(HttpError::ShuttingDown.status(), 503);
+        assert_eq!(HttpError::ShuttingDown.handshake(), Handshake::ShuttingDown);
+        assert_eq!(HttpError::MissingToken.handshake(), Handshake::Unauthorized);
+        assert!(matches!(
+            HttpError::from(AuthCallError::TooLarge),
+            HttpError::AuthUnavailable
+        ));
+        assert!(matches!(
+            HttpError::from(AuthCallError::Failed(Code::Internal)),
+            HttpError::AuthUnavailable
+        ));
         assert!(matches!(
             HttpError::from(AuthCallError::Rejected(Code::Unauthenticated)),
             HttpError::Unauthorized

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use futures::FutureExt as _;
 use wsauth_gateway::Config;
 use wsauth_shared::telemetry::{self, LogFormat};
 
@@ -9,11 +10,17 @@ use wsauth_shared::telemetry::{self, LogFormat};
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     telemetry::init(LogFormat::from_env());
+    // Handlers installed before "listening" is logged: a SIGTERM sent as soon
+    // as the harness sees that line must shut down gracefully, not kill.
+    let mut shutdown = Box::pin(wsauth_shared::shutdown::signal());
+    if shutdown.as_mut().now_or_never().is_some() {
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(config.gateway_listen)
         .await
         .with_context(|| format!("cannot bind {}", config.gateway_listen))?;
     let local_addr = listener.local_addr().context("no local address")?;
     tracing::info!(addr = %local_addr, "listening");
-    wsauth_gateway::run(config, listener, wsauth_shared::shutdown::signal()).await?;
+    wsauth_gateway::run(config, listener, shutdown).await?;
     Ok(())
 }

@@ -4,9 +4,10 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// The largest JWT the gateway passes on to auth (the contract's limit).
+/// The largest JWT or ws token the gateway passes on to auth (the contract's limit).
 pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 /// The largest event id accepted from a client (the contract's limit).
 pub const MAX_ID_BYTES: usize = 256;
@@ -72,12 +73,13 @@ impl fmt::Display for EventId {
 
 // === client frames ===
 
-/// A frame received from a client, as far as the gateway cares.
-#[derive(Debug, PartialEq, Eq)]
+/// A frame received from a client, as far as the gateway cares. The JWT is
+/// a credential: Debug redacts it.
+#[derive(Debug)]
 pub enum ClientFrame {
     /// `{"type":"jwt","token":…}`, optionally `"since":"<event id>"`.
     Jwt {
-        token: String,
+        token: SecretString,
         since: Option<EventId>,
     },
     /// Anything else (valid JSON or not): echoed after authentication.
@@ -101,26 +103,20 @@ pub enum FrameError {
     NotJwt,
     #[error("jwt frame has no token")]
     NoToken,
-    #[error("jwt frame token is too long")]
-    TokenTooLong,
     #[error("since is not an event id")]
     BadSince,
 }
 
 impl ClientFrame {
-    /// Parses the first frame: it must be a jwt frame.
-    pub fn parse_first(text: &str) -> Result<(String, Option<EventId>), FrameError> {
+    /// Parses the first frame: it must be a jwt frame. A token over the
+    /// contract's 8 KiB is not refused here: it is a bad JWT (4401, as
+    /// `/token/ws` answers 401), refused by [`AuthClient::verify_jwt`]
+    /// without calling auth.
+    ///
+    /// [`AuthClient::verify_jwt`]: crate::auth_client::AuthClient::verify_jwt
+    pub fn parse_first(text: &str) -> Result<(SecretString, Option<EventId>), FrameError> {
         let raw: RawFrame = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
-        if raw.kind.as_deref() != Some("jwt") {
-            return Err(FrameError::NotJwt);
-        }
-        let token = raw
-            .token
-            .filter(|t| !t.is_empty())
-            .ok_or(FrameError::NoToken)?;
-        if token.len() > MAX_CREDENTIAL_BYTES {
-            return Err(FrameError::TokenTooLong);
-        }
+        let token = jwt_token(&raw)?;
         let since = match raw.since {
             None => None,
             Some(s) => Some(s.parse().map_err(|_| FrameError::BadSince)?),
@@ -129,16 +125,32 @@ impl ClientFrame {
     }
 
     /// Classifies a frame after authentication: a jwt frame with a token
-    /// refreshes, everything else is echoed.
+    /// refreshes (whatever its size: an oversized one is a bad JWT, 4401),
+    /// everything else is echoed. `since` only means something in the first
+    /// frame and is ignored here.
     pub fn parse_later(text: &str) -> Self {
         // Cheap pre-check: most echoed frames never reach the JSON parser.
         if !text.contains("jwt") {
             return Self::Other;
         }
-        match Self::parse_first(text) {
-            Ok((token, since)) => Self::Jwt { token, since },
+        let Ok(raw) = serde_json::from_str::<RawFrame>(text) else {
+            return Self::Other;
+        };
+        match jwt_token(&raw) {
+            Ok(token) => Self::Jwt { token, since: None },
             Err(_) => Self::Other,
         }
+    }
+}
+
+/// The token of a jwt frame.
+fn jwt_token(raw: &RawFrame) -> Result<SecretString, FrameError> {
+    if raw.kind.as_deref() != Some("jwt") {
+        return Err(FrameError::NotJwt);
+    }
+    match raw.token.as_deref() {
+        Some(token) if !token.is_empty() => Ok(SecretString::from(token)),
+        _ => Err(FrameError::NoToken),
     }
 }
 
@@ -180,15 +192,32 @@ pub fn direct(id: &str, data: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret as _;
 
     fn id(s: &str) -> EventId {
         s.parse().expect("valid id")
     }
 
+    /// The parsed first frame with the token exposed, for comparison.
+    fn first(text: &str) -> Result<(String, Option<EventId>), FrameError> {
+        ClientFrame::parse_first(text).map(|(t, s)| (t.expose_secret().to_owned(), s))
+    }
+
+    /// A later frame: `Some(token)` for a refresh, `None` for an echo.
+    fn later(text: &str) -> Option<String> {
+        match ClientFrame::parse_later(text) {
+            ClientFrame::Jwt { token, since } => {
+                assert_eq!(since, None, "since is ignored after the first frame");
+                Some(token.expose_secret().to_owned())
+            }
+            ClientFrame::Other => None,
+        }
+    }
+
     #[test]
     fn first_frame_with_token_parses() {
         assert_eq!(
-            ClientFrame::parse_first(r#"{"type":"jwt","token":"abc"}"#),
+            first(r#"{"type":"jwt","token":"abc"}"#),
             Ok(("abc".to_owned(), None))
         );
     }
@@ -196,7 +225,7 @@ mod tests {
     #[test]
     fn first_frame_with_since_parses_the_id() {
         assert_eq!(
-            ClientFrame::parse_first(r#"{"type":"jwt","token":"abc","since":"e1:5-0"}"#),
+            first(r#"{"type":"jwt","token":"abc","since":"e1:5-0"}"#),
             Ok(("abc".to_owned(), Some(id("e1:5-0"))))
         );
     }
@@ -215,25 +244,34 @@ mod tests {
             (r#"{"type":"jwt","token":"a","since":"nope"}"#, BadSince),
         ];
         for (text, want) in cases {
-            assert_eq!(ClientFrame::parse_first(text), Err(want), "{text}");
+            assert_eq!(first(text), Err(want), "{text}");
         }
-        let long = format!(r#"{{"type":"jwt","token":"{}"}}"#, "a".repeat(9000));
-        assert_eq!(ClientFrame::parse_first(&long), Err(TokenTooLong));
+    }
+
+    #[test]
+    fn an_oversized_jwt_is_a_jwt_to_refuse_not_a_bad_frame() {
+        let token = "a".repeat(MAX_CREDENTIAL_BYTES + 1);
+        let frame = format!(r#"{{"type":"jwt","token":"{token}"}}"#);
+        assert_eq!(first(&frame), Ok((token.clone(), None)));
+        assert_eq!(later(&frame), Some(token));
+    }
+
+    #[test]
+    fn the_jwt_is_not_in_debug_output() {
+        let frame = ClientFrame::parse_later(r#"{"type":"jwt","token":"s3cret.jwt.value"}"#);
+        assert!(!format!("{frame:?}").contains("s3cret"), "{frame:?}");
     }
 
     #[test]
     fn later_frames_are_echo_unless_a_jwt_frame_with_token() {
-        assert_eq!(ClientFrame::parse_later("hello"), ClientFrame::Other);
+        assert_eq!(later("hello"), None);
+        assert_eq!(later(r#"{"type":"jwt"}"#), None);
+        assert_eq!(later(r#"{"type":"jwt","token":""}"#), None);
+        assert_eq!(later(r#"{"type":"jwt","token":"t"}"#), Some("t".into()));
+        // A refresh with a malformed since is still a refresh: since is ignored.
         assert_eq!(
-            ClientFrame::parse_later(r#"{"type":"jwt"}"#),
-            ClientFrame::Other
-        );
-        assert_eq!(
-            ClientFrame::parse_later(r#"{"type":"jwt","token":"t"}"#),
-            ClientFrame::Jwt {
-                token: "t".into(),
-                since: None
-            }
+            later(r#"{"type":"jwt","token":"t","since":"nope"}"#),
+            Some("t".into())
         );
     }
 

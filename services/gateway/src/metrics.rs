@@ -20,14 +20,17 @@ pub enum Handshake {
     Unavailable,
     /// Phase 2 failed; the close code says how.
     Phase2Failed,
+    /// Refused because the gateway is shutting down (503).
+    ShuttingDown,
 }
 
-const HANDSHAKES: [(Handshake, &str); 5] = [
+const HANDSHAKES: [(Handshake, &str); 6] = [
     (Handshake::Ok, "ok"),
     (Handshake::Forbidden, "forbidden_origin"),
     (Handshake::Unauthorized, "unauthorized"),
     (Handshake::Unavailable, "auth_unavailable"),
     (Handshake::Phase2Failed, "phase2_failed"),
+    (Handshake::ShuttingDown, "shutting_down"),
 ];
 
 /// Close reasons, as the `code` label: the contract's codes plus what the
@@ -44,27 +47,28 @@ pub enum Closed {
     Error,
 }
 
-const CLOSE_LABELS: [&str; 12] = [
-    "1001", "1003", "1008", "1009", "1011", "4400", "4401", "4403", "4408", "client", "dead",
-    "error",
-];
+/// The `code` labels after the contract's codes, in [`Closed`]'s order.
+const OTHER_CLOSES: [&str; 3] = ["client", "dead", "error"];
+const CLOSE_SLOTS: usize = CloseCode::ALL.len() + OTHER_CLOSES.len();
 
+/// The slot of a close reason: the contract's codes first, in
+/// [`CloseCode::ALL`] order, so the labels come from [`CloseCode::code`].
 fn close_index(closed: Closed) -> usize {
     match closed {
-        Closed::Code(code) => match code {
-            CloseCode::GoingAway => 0,
-            CloseCode::Unsupported => 1,
-            CloseCode::Policy => 2,
-            CloseCode::TooBig => 3,
-            CloseCode::AuthUnavailable => 4,
-            CloseCode::BadFirstFrame => 5,
-            CloseCode::Unauthorized => 6,
-            CloseCode::Forbidden => 7,
-            CloseCode::AuthTimeout => 8,
-        },
-        Closed::Client => 9,
-        Closed::Dead => 10,
-        Closed::Error => 11,
+        Closed::Code(code) => CloseCode::ALL
+            .iter()
+            .position(|c| *c == code)
+            .expect("CloseCode::ALL lists every code"),
+        Closed::Client => CloseCode::ALL.len(),
+        Closed::Dead => CloseCode::ALL.len() + 1,
+        Closed::Error => CloseCode::ALL.len() + 2,
+    }
+}
+
+fn close_label(index: usize) -> String {
+    match CloseCode::ALL.get(index) {
+        Some(code) => code.code().to_string(),
+        None => OTHER_CLOSES[index - CloseCode::ALL.len()].to_owned(),
     }
 }
 
@@ -104,7 +108,7 @@ struct Inner {
     subscribed: AtomicI64,
     events: AtomicU64,
     handshakes: [AtomicU64; HANDSHAKES.len()],
-    closes: [AtomicU64; CLOSE_LABELS.len()],
+    closes: [AtomicU64; CLOSE_SLOTS],
     auth_calls: [Histogram; METHODS.len()],
 }
 
@@ -225,11 +229,12 @@ impl Metrics {
             "# HELP wsauth_gateway_closes_total WebSocket closes by code.\n\
              # TYPE wsauth_gateway_closes_total counter"
         );
-        for (i, label) in CLOSE_LABELS.iter().enumerate() {
+        for (i, count) in inner.closes.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "wsauth_gateway_closes_total{{code=\"{label}\"}} {}",
-                inner.closes[i].load(Relaxed)
+                "wsauth_gateway_closes_total{{code=\"{}\"}} {}",
+                close_label(i),
+                count.load(Relaxed)
             );
         }
         let _ = writeln!(
@@ -284,6 +289,15 @@ mod tests {
         assert!(text.contains("wsauth_gateway_events_total 0\n"));
         assert!(text.contains("wsauth_gateway_handshakes_total{outcome=\"ok\"} 1\n"));
         assert!(text.contains("wsauth_gateway_closes_total{code=\"1008\"} 1\n"));
+        for code in CloseCode::ALL {
+            assert!(text.contains(&format!(
+                "wsauth_gateway_closes_total{{code=\"{}\"}}",
+                code.code()
+            )));
+        }
+        for other in ["client", "dead", "error"] {
+            assert!(text.contains(&format!("wsauth_gateway_closes_total{{code=\"{other}\"}}")));
+        }
         assert!(text.contains(
             "wsauth_gateway_auth_call_duration_seconds_bucket{method=\"VerifyJwt\",le=\"0.001\"} 0\n"
         ));

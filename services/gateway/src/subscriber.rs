@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::auth_client::{AuthCallError, AuthClient};
+use crate::auth_client::{AuthCallError, AuthClient, ErrorKind, Incoming};
 use crate::hub::Hub;
 use crate::message::EventId;
 use crate::metrics::Metrics;
@@ -73,7 +73,7 @@ impl Subscriber {
                 () = self.shutdown.cancelled() => break,
                 opened = self.client.subscribe(&self.gateway_id, last.as_ref()) => opened,
             };
-            match opened {
+            let error = match opened {
                 Ok(mut stream) => {
                     let opened_at = tokio::time::Instant::now();
                     self.metrics.set_subscribed(true);
@@ -89,12 +89,9 @@ impl Subscriber {
                                 break Some(AuthCallError::Unavailable("stream ended".into()));
                             }
                             Some(Some(Err(error))) => break Some(error),
-                            Some(Some(Ok(event))) => {
+                            Some(Some(Ok(incoming))) => {
                                 self.metrics.event_received();
-                                if is_new(&event.id, last.as_ref()) {
-                                    self.hub.deliver(&event);
-                                    last = Some(event.id);
-                                }
+                                self.receive(incoming, &mut last);
                             }
                         }
                     };
@@ -105,25 +102,23 @@ impl Subscriber {
                     }
                     match ended {
                         None => break,
-                        Some(AuthCallError::OutOfRange) => {
-                            tracing::warn!(
-                                "event stream epoch changed or history lost: some events may have been missed; resubscribing live"
-                            );
-                            last = None;
-                            continue;
-                        }
-                        Some(AuthCallError::Malformed(what)) => {
-                            tracing::error!(what, "malformed event from auth; resubscribing");
-                        }
-                        Some(error) => tracing::warn!(%error, "event stream broke; resubscribing"),
+                        Some(error) => error,
                     }
                 }
-                Err(AuthCallError::OutOfRange) => {
+                Err(error) => error,
+            };
+            match error.kind() {
+                ErrorKind::OutOfRange => {
                     tracing::warn!(after_id = ?last.as_ref().map(ToString::to_string), "resume point no longer retained (or stream epoch changed): events may have been missed; resubscribing live");
                     last = None;
                     continue;
                 }
-                Err(error) => tracing::warn!(%error, "cannot subscribe to events"),
+                ErrorKind::Rejected => {
+                    tracing::error!(%error, "auth refused the subscription (check AUTH_API_KEY)");
+                }
+                ErrorKind::Unavailable => {
+                    tracing::warn!(%error, "event stream broke or cannot open; resubscribing");
+                }
             }
             let delay = backoff.next_delay();
             tokio::select! {
@@ -132,6 +127,26 @@ impl Subscriber {
             }
         }
         self.metrics.set_subscribed(false);
+    }
+
+    /// Hands one stream item to the hub, moving `last` past it. An
+    /// unreadable event is skipped: breaking the stream would only bring the
+    /// same event back from the same resume point, forever.
+    fn receive(&self, incoming: Incoming, last: &mut Option<EventId>) {
+        match incoming {
+            Incoming::Event(event) => {
+                if is_new(&event.id, last.as_ref()) {
+                    self.hub.deliver(&event);
+                    *last = Some(event.id);
+                }
+            }
+            Incoming::Unreadable(bad) => {
+                tracing::error!(what = bad.what, id = ?bad.id.as_ref().map(ToString::to_string), "skipping unreadable event from auth");
+                if let Some(id) = bad.id.filter(|id| is_new(id, last.as_ref())) {
+                    *last = Some(id);
+                }
+            }
+        }
     }
 }
 

@@ -8,10 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tracing::Instrument as _;
 
-use crate::auth_client::AuthCallError;
 use crate::error::HttpError;
 use crate::message::MAX_CREDENTIAL_BYTES;
-use crate::metrics::Handshake;
 use crate::session;
 use crate::state::AppState;
 
@@ -24,6 +22,12 @@ pub struct WsParams {
     token: Option<String>,
 }
 
+/// Counts and answers a refused handshake.
+fn refuse(state: &AppState, error: HttpError) -> Response {
+    state.metrics.handshake(error.handshake());
+    error.into_response()
+}
+
 pub async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -33,35 +37,28 @@ pub async fn upgrade(
     // Origin first: a cross-site page must not be able to burn a token.
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !state.origin_allowed(origin) {
-        state.metrics.handshake(Handshake::Forbidden);
-        return HttpError::ForbiddenOrigin.into_response();
+        return refuse(&state, HttpError::ForbiddenOrigin);
     }
     let token = params
         .ok()
         .and_then(|Query(params)| params.token)
         .filter(|t| !t.is_empty() && t.len() <= MAX_CREDENTIAL_BYTES);
     let Some(token) = token else {
-        state.metrics.handshake(Handshake::Unauthorized);
-        return HttpError::MissingToken.into_response();
+        return refuse(&state, HttpError::MissingToken);
     };
     // Not a valid upgrade request: refuse before touching the token.
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    // Before ValidateToken: a socket opened now would be closed at once,
+    // after its token was spent.
     if state.shutdown.is_cancelled() {
-        return HttpError::AuthUnavailable.into_response();
+        return refuse(&state, HttpError::ShuttingDown);
     }
     let user_id = match state.auth.validate_token(token).await {
         Ok(user_id) => user_id,
-        Err(error) => {
-            let outcome = match error {
-                AuthCallError::Rejected(_) => Handshake::Unauthorized,
-                _ => Handshake::Unavailable,
-            };
-            state.metrics.handshake(outcome);
-            return HttpError::from(error).into_response();
-        }
+        Err(error) => return refuse(&state, HttpError::from(error)),
     };
     let conn_id = state.hub.next_conn_id();
     let max = state.limits.max_message_bytes;
