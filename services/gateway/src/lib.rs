@@ -25,9 +25,15 @@ pub mod state;
 pub mod subscriber;
 
 use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth_client::{AuthClient, ClientConfigError};
 pub use crate::config::Config;
@@ -36,13 +42,16 @@ pub use crate::routes::app;
 use crate::state::AppState;
 use crate::subscriber::Subscriber;
 
+/// How long a client may take to send a request's headers, and how long an
+/// idle keep-alive connection is kept (hyper restarts this timer while it
+/// waits for the next request): a silent or trickling client is dropped.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     AuthClient(#[from] ClientConfigError),
-    #[error("server failed: {0}")]
-    Serve(#[from] std::io::Error),
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then closes
@@ -91,16 +100,14 @@ pub async fn run(
         }
     });
 
-    let listener = listener.tap_io(|tcp| {
-        // Small frames must not wait for Nagle.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let server_cancel = cancel.clone();
-    let server = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { server_cancel.cancelled().await });
-    let mut server = tokio::spawn(server.into_future());
+    let server = serve(
+        listener,
+        app(state),
+        cancel.clone(),
+        tracker.clone(),
+        HEADER_READ_TIMEOUT,
+    );
+    let mut server = tokio::spawn(server);
 
     let served = tokio::select! {
         () = shutdown => None,
@@ -119,7 +126,7 @@ pub async fn run(
     })
     .await;
     match drained {
-        Ok(Ok(result)) => result?,
+        Ok(Ok(())) => {}
         Ok(Err(join)) => tracing::error!(error = %join, "server task failed"),
         Err(_) => tracing::warn!(
             grace_s = grace.as_secs(),
@@ -128,4 +135,63 @@ pub async fn run(
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Accepts HTTP/1.1 connections (with upgrades, for WebSockets) until
+/// `cancel`, serving `app` on each. A connection must deliver each request's
+/// headers within `header_read_timeout`, which also bounds how long an idle
+/// keep-alive connection lives. On `cancel` the listener closes and each
+/// connection finishes its current request; upgraded sockets are no longer
+/// hyper's and are closed by their sessions. Connection tasks run on
+/// `tracker`, so shutdown can wait for them.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    header_read_timeout: Duration,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, _peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: wait, don't spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        // Small frames must not wait for Nagle.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let mut connection = pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = cancel.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%error, "http connection ended with an error");
+            }
+        });
+    }
+    // Dropping the listener here refuses new connections at once.
 }

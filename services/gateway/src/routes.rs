@@ -89,9 +89,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readyz_is_unavailable_while_unsubscribed() {
-        let (status, _) = get(state_with_auth_down(|_| {}), "/readyz", &[]).await;
+    async fn readyz_follows_the_subscription_and_shutdown() {
+        let mut state = state_with_auth_down(|_| {});
+        let (status, _) = get(state.clone(), "/readyz", &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "unsubscribed");
+        state.metrics.set_subscribed(true);
+        let (status, _) = get(state.clone(), "/readyz", &[]).await;
+        assert_eq!(status, StatusCode::OK, "subscribed");
+        state.shutdown.cancel();
+        let (status, _) = get(state.clone(), "/readyz", &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        state.shutdown = tokio_util::sync::CancellationToken::new();
+        state.metrics.set_subscribed(false);
+        let (status, _) = get(state, "/readyz", &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "subscription lost");
+    }
+
+    #[tokio::test]
+    async fn ws_during_shutdown_is_refused_as_shutting_down_without_auth() {
+        let state = state_with_auth_down(|_| {});
+        state.shutdown.cancel();
+        let metrics = state.metrics.clone();
+        let (status, body) = get(state, "/ws?token=abc", &UPGRADE_HEADERS).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("shutting down"), "{body}");
+        let text = metrics.render();
+        assert!(
+            text.contains("wsauth_gateway_handshakes_total{outcome=\"shutting_down\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "wsauth_gateway_auth_call_duration_seconds_count{method=\"ValidateToken\"} 0"
+        ));
     }
 
     #[tokio::test]

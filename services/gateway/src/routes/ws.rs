@@ -46,16 +46,16 @@ pub async fn upgrade(
     let Some(token) = token else {
         return refuse(&state, HttpError::MissingToken);
     };
-    // Not a valid upgrade request: refuse before touching the token.
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
-    };
     // Before ValidateToken: a socket opened now would be closed at once,
     // after its token was spent.
     if state.shutdown.is_cancelled() {
         return refuse(&state, HttpError::ShuttingDown);
     }
+    // Not a valid upgrade request: refuse before touching the token.
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
     let user_id = match state.auth.validate_token(token).await {
         Ok(user_id) => user_id,
         Err(error) => return refuse(&state, HttpError::from(error)),
