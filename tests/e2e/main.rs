@@ -9,12 +9,14 @@
 //! - `backpressure`: a slow consumer beside a fast one;
 //! - `delivery`: broadcasts and direct messages across replicas, `since`, grpcurl;
 //! - `revocation`: RevokeUser and RevokeJwt;
+//! - `failover`: an auth replica that accepts and never answers;
 //! - `faults`: auth or Redis going away;
 //! - `shutdown`: SIGTERM.
 #![forbid(unsafe_code)]
 
 mod backpressure;
 mod delivery;
+mod failover;
 mod faults;
 mod handshake;
 mod limits;
