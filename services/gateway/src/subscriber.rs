@@ -175,6 +175,55 @@ mod tests {
         assert_eq!(backoff.ceiling(), Duration::from_millis(100));
     }
 
+    #[tokio::test]
+    async fn unreadable_events_are_skipped_and_move_the_resume_point() {
+        use crate::auth_client::{Event, EventAction, Unreadable};
+        let metrics = Metrics::default();
+        let client = AuthClient::new(
+            &["http://127.0.0.1:9".to_owned()],
+            None,
+            Duration::from_millis(100),
+            metrics.clone(),
+        )
+        .expect("valid url");
+        let subscriber = Subscriber {
+            client,
+            hub: Hub::new(metrics.clone()),
+            metrics,
+            gateway_id: "gw".into(),
+            shutdown: CancellationToken::new(),
+        };
+        let id = |s: &str| s.parse::<EventId>().expect("valid id");
+        let mut last = None;
+        let event = |s: &str| {
+            Incoming::Event(Event {
+                id: id(s),
+                id_text: s.into(),
+                action: EventAction::Broadcast { data: "d".into() },
+            })
+        };
+        subscriber.receive(event("ab:1-0"), &mut last);
+        assert_eq!(last, Some(id("ab:1-0")));
+        let bad = |s: Option<&str>| {
+            Incoming::Unreadable(Unreadable {
+                id: s.map(id),
+                what: "event kind",
+            })
+        };
+        subscriber.receive(bad(Some("ab:2-0")), &mut last);
+        assert_eq!(
+            last,
+            Some(id("ab:2-0")),
+            "resume after the unreadable event"
+        );
+        subscriber.receive(bad(None), &mut last);
+        assert_eq!(last, Some(id("ab:2-0")), "no id: the resume point stays");
+        subscriber.receive(bad(Some("ab:1-5")), &mut last);
+        assert_eq!(last, Some(id("ab:2-0")), "never moves backwards");
+        subscriber.receive(event("ab:3-0"), &mut last);
+        assert_eq!(last, Some(id("ab:3-0")), "later events still delivered");
+    }
+
     #[test]
     fn replayed_ids_are_skipped_and_new_epochs_pass() {
         let id = |s: &str| s.parse::<EventId>().expect("valid id");
