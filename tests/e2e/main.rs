@@ -5,6 +5,7 @@
 //!
 //! - `handshake`: `/token/ws` and the `/ws` upgrade (phase 1), every HTTP status;
 //! - `session`: the jwt frame (phase 2), its close codes, echo, refresh, expiry;
+//! - `session_edges`: blocked writes, ping floods, close replies, refresh while auth is down;
 //! - `limits`: binary and oversized frames, rate limit, registry leak check;
 //! - `backpressure`: a slow consumer beside a fast one;
 //! - `delivery`: broadcasts and direct messages across replicas, `since`, grpcurl;
@@ -22,4 +23,5 @@ mod handshake;
 mod limits;
 mod revocation;
 mod session;
+mod session_edges;
 mod shutdown;

@@ -1,8 +1,10 @@
 //! Micro-benchmarks of the per-frame work: parsing a client's jwt frame,
 //! serialising an event once, and fanning it out to a hub of connections.
 
+use std::future::poll_fn;
 use std::hint::black_box;
-use std::sync::Arc;
+
+use futures::FutureExt as _;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wsauth_gateway::auth_client::{Event, EventAction};
@@ -36,8 +38,12 @@ fn fan_out(c: &mut Criterion) {
     let hub = Hub::new(Metrics::default());
     let mut keep = Vec::new();
     for i in 0..10_000 {
-        let id = hub.next_conn_id();
-        keep.push(hub.register(id, &format!("user{i}"), 1024, Arc::default()));
+        let user = format!("user{i}");
+        let mark = hub.disconnect_mark(&user);
+        let registration = hub
+            .register(hub.next_conn_id(), &user, 1024, mark)
+            .expect("the hub is open");
+        keep.push(registration);
     }
     let event = Event {
         id: "3fa2:1-0".parse().expect("valid id"),
@@ -50,8 +56,9 @@ fn fan_out(c: &mut Criterion) {
         b.iter(|| {
             hub.deliver(black_box(&event));
             // Drain so queues never fill (a full queue would kick, not deliver).
-            for (_, rx) in &mut keep {
-                while rx.try_recv().is_ok() {}
+            for registration in &keep {
+                let slot = registration.slot();
+                while poll_fn(|cx| slot.poll_signal(cx)).now_or_never().is_some() {}
             }
         })
     });

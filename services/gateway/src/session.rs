@@ -1,21 +1,25 @@
 //! One upgraded WebSocket, from its first frame to its close.
 //!
 //! Phase 2 waits for the jwt frame and checks it against the ws token's user;
-//! nothing is sent before `auth_ok`. Then one `select!` loop: shutdown, a
-//! kick from the hub, JWT expiry, an inbound frame, an outbound event, the
-//! shared ping tick.
+//! nothing is sent before `auth_ok`. Then one `select!` loop over an inbound
+//! frame, the hub's [`Signal`] (close, event, ping: one future for all), JWT
+//! expiry, and a refresh in flight. Every write has a deadline and watches
+//! the hub and the expiry, so a client that stops reading cannot hold it.
 
-use std::pin::pin;
-use std::sync::Arc;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use tokio::time::{Instant, sleep_until};
+use futures::SinkExt as _;
+use secrecy::SecretString;
+use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite;
 
 use crate::auth_client::{AuthCallError, EventAction, Verified};
 use crate::close::CloseCode;
-use crate::hub::{ConnId, Kick};
+use crate::hub::{ConnId, DisconnectMark, Signal, Slot};
 use crate::message::{self, ClientFrame, EventId};
 use crate::metrics::{Closed, Handshake, Metrics};
 use crate::rate::RateLimiter;
@@ -26,12 +30,23 @@ use crate::state::AppState;
 /// frames already in its TCP buffers: it sees the code only once it reads
 /// them. The session's queue is gone by then, so waiting holds no events.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// How long the reply to a client's close may take to be written.
+const CLOSE_REPLY_GRACE: Duration = Duration::from_secs(2);
+/// After a 1009 the rest of the oversized frame is still unread; closing at
+/// once would answer it with a reset that can overtake the close frame.
+const TOO_BIG_LINGER: Duration = Duration::from_millis(500);
+/// One frame that cannot be written for this long means the client stopped
+/// reading: closed with 1008.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ping intervals without any frame from the peer before it is presumed dead.
 const MISSED_PINGS: u8 = 2;
-/// History pages are at most this long (auth's default and maximum).
-const HISTORY_PAGE: usize = 1000;
-/// At most this many History pages are replayed for one `since`.
-const HISTORY_MAX_PAGES: usize = 10;
+/// A `since` replay gives up (1008, the client reconnects from the last id it
+/// got) after this many History pages or this long.
+const REPLAY_MAX_PAGES: usize = 200;
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
+/// When the JWT expired while a refresh could not be checked, how long the
+/// retried check may take before the connection closes anyway.
+const EXPIRY_RECHECK_GRACE: Duration = Duration::from_secs(30);
 
 /// How a session ends.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,16 +73,23 @@ impl Drop for SocketCount {
     }
 }
 
+/// What phase 2 hands to the authenticated phase.
+struct Authenticated {
+    verified: Verified,
+    since: Option<EventId>,
+    mark: DisconnectMark,
+}
+
 /// Runs a socket whose ws token belonged to `ws_user`, until it closes.
 pub async fn run(mut socket: WebSocket, state: AppState, conn_id: ConnId, ws_user: String) {
     let _count = SocketCount::new(&state.metrics);
     // Phase 2 and the close are boxed: transient, they should not size the
     // future every idle connection keeps for its whole life.
-    let end = match Box::pin(authenticate(&mut socket, &state, &ws_user)).await {
-        Ok((verified, since)) => {
+    let end = match Box::pin(authenticate(&mut socket, &state, ws_user)).await {
+        Ok(authenticated) => {
             state.metrics.handshake(Handshake::Ok);
             tracing::info!("authenticated");
-            connected(&mut socket, &state, conn_id, verified, since).await
+            connected(&mut socket, &state, conn_id, authenticated).await
         }
         Err(end) => {
             state.metrics.handshake(Handshake::Phase2Failed);
@@ -94,8 +116,8 @@ fn read_error(error: axum::Error) -> End {
 async fn authenticate(
     socket: &mut WebSocket,
     state: &AppState,
-    ws_user: &str,
-) -> Result<(Verified, Option<EventId>), End> {
+    ws_user: String,
+) -> Result<Authenticated, End> {
     let deadline = Instant::now() + state.limits.auth_timeout;
     let text = loop {
         tokio::select! {
@@ -116,13 +138,26 @@ async fn authenticate(
         End::Close(CloseCode::BadFirstFrame)
     })?;
     drop(text);
+    // Before VerifyJwt: a RevokeUser whose disconnect reaches the hub while
+    // the JWT is being checked then still refuses the registration.
+    let mark = state.hub.disconnect_mark(&ws_user);
     let verified = tokio::select! {
         () = state.shutdown.cancelled() => return Err(End::Close(CloseCode::GoingAway)),
         // Boxed: an in-flight gRPC call is large, and only lives this long.
         verified = Box::pin(state.auth.verify_jwt(jwt)) => verified,
     };
     match verified {
-        Ok(verified) if verified.user_id == ws_user => Ok((verified, since)),
+        // Auth accepts a JWT up to its leeway past exp; such a JWT would get
+        // auth_ok and then an immediate 4401, so it is refused outright.
+        Ok(verified) if verified.expires_at <= SystemTime::now() => {
+            tracing::info!("jwt already past its exp");
+            Err(End::Close(CloseCode::Unauthorized))
+        }
+        Ok(verified) if verified.user_id == ws_user => Ok(Authenticated {
+            verified,
+            since,
+            mark,
+        }),
         Ok(_) => {
             tracing::info!("jwt sub differs from the ws token's user");
             Err(End::Close(CloseCode::Forbidden))
@@ -152,39 +187,69 @@ fn expiry_instant(expires_at: SystemTime) -> Instant {
     Instant::now() + left
 }
 
-/// Sends one frame, giving up when the hub kicks or the gateway shuts down
-/// (a client too slow to take this frame must not hold the session).
+fn write_error(error: axum::Error) -> End {
+    tracing::debug!(%error, "websocket write failed");
+    End::Gone(Closed::Error)
+}
+
+/// Sends one frame. A write that does not finish at once waits at most
+/// [`SEND_TIMEOUT`] (then 1008), and gives up when the hub asks for a close
+/// or the JWT expires: a client that stops reading must not hold the session.
 async fn send(
     socket: &mut WebSocket,
     message: Message,
-    kick: &Kick,
-    state: &AppState,
+    slot: &Slot,
+    expiry: Pin<&mut Sleep>,
 ) -> Result<(), End> {
+    let mut sending = pin!(socket.send(message));
+    // Most writes complete at once; only a blocked one pays for a timer.
+    if let Poll::Ready(sent) = futures::poll!(sending.as_mut()) {
+        return sent.map_err(write_error);
+    }
+    let deadline = Box::pin(sleep(SEND_TIMEOUT));
     tokio::select! {
         biased;
-        () = state.shutdown.cancelled() => Err(End::Close(CloseCode::GoingAway)),
-        code = kick.kicked() => Err(End::Close(code)),
-        sent = socket.send(message) => sent.map_err(|error| {
-            tracing::debug!(%error, "websocket write failed");
-            End::Gone(Closed::Error)
-        }),
+        code = poll_fn(|cx| slot.poll_kick(cx)) => Err(End::Close(code)),
+        () = expiry => {
+            tracing::info!("jwt expired while a write was blocked");
+            Err(End::Close(CloseCode::Unauthorized))
+        }
+        () = deadline => {
+            tracing::info!("client stopped reading");
+            Err(End::Close(CloseCode::Policy))
+        }
+        sent = sending => sent.map_err(write_error),
     }
 }
 
-/// Replays what the client missed since `since`; the last id sent.
+/// Replays what the client missed since `since`, page by page, one permit
+/// among all sessions; the last id covered.
 async fn replay(
     socket: &mut WebSocket,
     state: &AppState,
-    kick: &Kick,
+    slot: &Slot,
+    mut expiry: Pin<&mut Sleep>,
     user_id: &str,
     since: EventId,
 ) -> Result<EventId, End> {
+    let deadline = Instant::now() + REPLAY_TIMEOUT;
+    let gave_up = || {
+        tracing::warn!("history replay over its limits; the client resumes on reconnect");
+        End::Close(CloseCode::Policy)
+    };
+    let _permit = tokio::select! {
+        biased;
+        code = poll_fn(|cx| slot.poll_kick(cx)) => return Err(End::Close(code)),
+        permit = timeout_at(deadline, state.hub.replay_permit()) => permit.map_err(|_| gave_up())?,
+    };
     let mut after = since;
-    for _ in 0..HISTORY_MAX_PAGES {
+    for _ in 0..REPLAY_MAX_PAGES {
         let page = tokio::select! {
-            () = state.shutdown.cancelled() => return Err(End::Close(CloseCode::GoingAway)),
-            code = kick.kicked() => return Err(End::Close(code)),
-            page = Box::pin(state.auth.history(&after, user_id)) => page,
+            biased;
+            code = poll_fn(|cx| slot.poll_kick(cx)) => return Err(End::Close(code)),
+            page = timeout_at(deadline, Box::pin(state.auth.history(&after, user_id))) => {
+                page.map_err(|_| gave_up())?
+            }
         };
         let events = match page {
             Ok(events) => events,
@@ -197,7 +262,10 @@ async fn replay(
                 return Err(End::Close(CloseCode::AuthUnavailable));
             }
         };
-        let full_page = events.len() >= HISTORY_PAGE;
+        // The page size is auth's to choose: only an empty page is the end.
+        let Some(last) = events.last().map(|event| event.id.clone()) else {
+            return Ok(after);
+        };
         for event in events {
             let text = match &event.action {
                 EventAction::Broadcast { data } => message::broadcast(&event.id_text, data),
@@ -207,14 +275,24 @@ async fn replay(
                 // A past revocation does not apply to a JWT auth just accepted.
                 _ => continue,
             };
-            send(socket, Message::Text(text.into()), kick, state).await?;
-            after = event.id;
+            send(socket, Message::Text(text.into()), slot, expiry.as_mut()).await?;
         }
-        if !full_page {
-            break;
-        }
+        // Past skipped events too, so the next page starts after them.
+        after = last;
     }
-    Ok(after)
+    Err(gave_up())
+}
+
+/// A refresh JWT being verified; yields the token back for a retry.
+type Refresh =
+    Pin<Box<dyn Future<Output = (SecretString, Result<Verified, AuthCallError>)> + Send>>;
+
+fn verify_refresh(state: &AppState, token: SecretString) -> Refresh {
+    let auth = state.auth.clone();
+    Box::pin(async move {
+        let verified = auth.verify_jwt(token.clone()).await;
+        (token, verified)
+    })
 }
 
 /// The authenticated life of a socket.
@@ -222,117 +300,164 @@ async fn connected(
     socket: &mut WebSocket,
     state: &AppState,
     conn_id: ConnId,
-    verified: Verified,
-    since: Option<EventId>,
+    authenticated: Authenticated,
 ) -> End {
-    let kick = Arc::new(Kick::default());
-    let user_id = verified.user_id;
+    let Authenticated {
+        verified,
+        since,
+        mark,
+    } = authenticated;
+    state
+        .hub
+        .start_driver(&state.shutdown, &state.ping_tick, &state.tracker);
     // Registered before auth_ok and History: live events queue meanwhile, so
     // the seam between replay and live has no gap.
-    let (_registration, mut queue) = state.hub.register(
+    let registration = match state.hub.register(
         conn_id,
-        &user_id,
+        &verified.user_id,
         state.limits.send_queue_capacity,
-        Arc::clone(&kick),
-    );
-    let auth_ok = Message::Text(message::auth_ok(&user_id).into());
-    if let Err(end) = send(socket, auth_ok, &kick, state).await {
+        mark,
+    ) {
+        Ok(registration) => registration,
+        Err(code) => {
+            tracing::info!(code = code.code(), "registration refused");
+            return End::Close(code);
+        }
+    };
+    drop(verified.user_id);
+    let slot = registration.slot();
+    let mut expiry = pin!(sleep_until(expiry_instant(verified.expires_at)));
+
+    let auth_ok = Message::Text(message::auth_ok(registration.user()).into());
+    if let Err(end) = send(socket, auth_ok, slot, expiry.as_mut()).await {
         return end;
     }
     // Live events at or before this id were already replayed.
     let mut replayed_through = match since {
-        Some(since) => match Box::pin(replay(socket, state, &kick, &user_id, since)).await {
-            Ok(last) => Some(last),
-            Err(end) => return end,
-        },
+        Some(since) => {
+            let replayed = Box::pin(replay(
+                socket,
+                state,
+                slot,
+                expiry.as_mut(),
+                registration.user(),
+                since,
+            ))
+            .await;
+            match replayed {
+                Ok(last) => Some(Box::new(last)),
+                Err(end) => return end,
+            }
+        }
         None => None,
     };
 
-    let mut expiry = pin!(sleep_until(expiry_instant(verified.expires_at)));
     let mut limiter = RateLimiter::new(state.limits.max_messages_per_s);
-    let mut tick = state.ping_tick.clone();
-    tick.mark_unchanged();
     let mut silent_ticks: u8 = 0;
+    let mut refresh: Option<Refresh> = None;
+    // A refresh JWT auth could not check (unavailable): retried at expiry.
+    let mut unchecked: Option<SecretString> = None;
+    // The JWT's exp passed and the connection waits for a refresh verdict.
+    let mut past_exp = false;
 
     loop {
         tokio::select! {
             biased;
-            () = state.shutdown.cancelled() => return End::Close(CloseCode::GoingAway),
-            code = kick.kicked() => return End::Close(code),
-            () = &mut expiry => {
-                tracing::info!("jwt expired without a refresh");
-                return End::Close(CloseCode::Unauthorized);
-            }
             received = socket.recv() => {
                 silent_ticks = 0;
-                let text = match received {
+                let message = match received {
                     None | Some(Ok(Message::Close(_))) => return End::Gone(Closed::Client),
                     Some(Err(error)) => return read_error(error),
-                    Some(Ok(Message::Binary(_))) => return End::Close(CloseCode::Unsupported),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(message)) => message,
                 };
+                // Every frame counts, pings too: a ping flood is a flood.
                 if !limiter.allow() {
                     tracing::info!("client over its message rate");
                     return End::Close(CloseCode::Policy);
                 }
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Binary(_) => return End::Close(CloseCode::Unsupported),
+                    _ => continue,
+                };
                 match ClientFrame::parse_later(&text) {
+                    // A newer refresh replaces one still in flight.
                     ClientFrame::Jwt { token, .. } => {
-                        let verified = tokio::select! {
-                            () = state.shutdown.cancelled() => return End::Close(CloseCode::GoingAway),
-                            verified = Box::pin(state.auth.verify_jwt(token)) => verified,
-                        };
-                        match verified {
-                            Ok(fresh) if fresh.user_id == user_id => {
-                                expiry.as_mut().reset(expiry_instant(fresh.expires_at));
-                                tracing::debug!("jwt refreshed");
-                            }
-                            Ok(_) => {
-                                tracing::info!("refresh jwt is for another user");
-                                return End::Close(CloseCode::Forbidden);
-                            }
-                            Err(AuthCallError::Rejected(code)) => {
-                                tracing::info!(?code, "refresh jwt refused");
-                                return End::Close(CloseCode::Unauthorized);
-                            }
-                            // The connection's current JWT still holds until its exp.
-                            Err(error) => tracing::warn!(%error, "cannot verify refresh jwt"),
-                        }
+                        refresh = Some(verify_refresh(state, token));
                     }
                     ClientFrame::Other => {
                         let echo = Message::Text(message::echo(&text).into());
-                        if let Err(end) = send(socket, echo, &kick, state).await {
+                        if let Err(end) = send(socket, echo, slot, expiry.as_mut()).await {
                             return end;
                         }
                     }
                 }
             }
-            frame = queue.recv() => {
-                // The hub holds the sender while we are registered.
-                let Some(frame) = frame else { return End::Gone(Closed::Error) };
-                if let Some(through) = &replayed_through {
-                    if frame.id.is_at_or_before(through) {
-                        continue;
+            signal = poll_fn(|cx| slot.poll_signal(cx)) => match signal {
+                Signal::Close(code) => return End::Close(code),
+                Signal::Frame(frame) => {
+                    if let Some(through) = &replayed_through {
+                        if frame.id.is_at_or_before(through) {
+                            continue;
+                        }
+                        replayed_through = None;
                     }
-                    replayed_through = None;
+                    let text: Utf8Bytes = frame.text.clone();
+                    drop(frame);
+                    if let Err(end) = send(socket, Message::Text(text), slot, expiry.as_mut()).await {
+                        return end;
+                    }
                 }
-                let text: Utf8Bytes = frame.text.clone();
-                if let Err(end) = send(socket, Message::Text(text), &kick, state).await {
-                    return end;
+                Signal::Ping => {
+                    if silent_ticks >= MISSED_PINGS {
+                        tracing::info!("peer stopped answering pings");
+                        return End::Gone(Closed::Dead);
+                    }
+                    silent_ticks += 1;
+                    let ping = Message::Ping(Default::default());
+                    if let Err(end) = send(socket, ping, slot, expiry.as_mut()).await {
+                        return end;
+                    }
                 }
+            },
+            () = expiry.as_mut(), if !past_exp => {
+                if refresh.is_none() {
+                    let Some(token) = unchecked.take() else {
+                        tracing::info!("jwt expired without a refresh");
+                        return End::Close(CloseCode::Unauthorized);
+                    };
+                    refresh = Some(verify_refresh(state, token));
+                }
+                // The verdict decides; this only bounds the wait for it.
+                past_exp = true;
+                expiry.as_mut().reset(Instant::now() + EXPIRY_RECHECK_GRACE);
             }
-            changed = tick.changed() => {
-                if changed.is_err() {
-                    // The ticker only stops when the gateway shuts down.
-                    return End::Close(CloseCode::GoingAway);
-                }
-                if silent_ticks >= MISSED_PINGS {
-                    tracing::info!("peer stopped answering pings");
-                    return End::Gone(Closed::Dead);
-                }
-                silent_ticks += 1;
-                if let Err(end) = send(socket, Message::Ping(Default::default()), &kick, state).await {
-                    return end;
+            (token, verified) = async { refresh.as_mut().expect("branch runs only with a refresh").await }, if refresh.is_some() => {
+                refresh = None;
+                match verified {
+                    Ok(fresh) if *fresh.user_id == *registration.user() => {
+                        expiry.as_mut().reset(expiry_instant(fresh.expires_at));
+                        past_exp = false;
+                        unchecked = None;
+                        tracing::debug!("jwt refreshed");
+                    }
+                    Ok(_) => {
+                        tracing::info!("refresh jwt is for another user");
+                        return End::Close(CloseCode::Forbidden);
+                    }
+                    Err(AuthCallError::Rejected(code)) => {
+                        tracing::info!(?code, "refresh jwt refused");
+                        return End::Close(CloseCode::Unauthorized);
+                    }
+                    Err(error) if past_exp => {
+                        tracing::warn!(%error, "jwt expired and its refresh cannot be verified");
+                        return End::Close(CloseCode::AuthUnavailable);
+                    }
+                    // The current JWT still holds until its exp; retried then.
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot verify refresh jwt yet");
+                        unchecked = Some(token);
+                    }
                 }
             }
         }
@@ -343,6 +468,12 @@ async fn connected(
 /// for the peer's close so the frame is not lost to a reset.
 async fn finish(mut socket: WebSocket, metrics: &Metrics, end: End) {
     match end {
+        End::Gone(Closed::Client) => {
+            metrics.closed(Closed::Client);
+            // tungstenite queued the reply to the client's close, but writes
+            // it only on the next read or flush.
+            let _ = tokio::time::timeout(CLOSE_REPLY_GRACE, socket.flush()).await;
+        }
         End::Gone(closed) => metrics.closed(closed),
         End::Close(code) => {
             metrics.closed(Closed::Code(code));
@@ -357,41 +488,42 @@ async fn finish(mut socket: WebSocket, metrics: &Metrics, end: End) {
                 }
                 while let Some(Ok(message)) = socket.recv().await {
                     if matches!(message, Message::Close(_)) {
-                        break;
+                        return;
                     }
+                }
+                if code == CloseCode::TooBig {
+                    // The reader stopped mid-frame and cannot drain it.
+                    sleep(TOO_BIG_LINGER).await;
                 }
             })
             .await;
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The session future is each connection's main allocation: keep an eye on it.
+    /// The size of the future an `async fn` of four arguments returns.
+    fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// The session future is each connection's main allocation: keep an eye
+    /// on it (measured on the function itself, as the task holds it).
     #[test]
     fn session_future_stays_small() {
-        fn size_of_future<F: Future>(_: &F) -> usize {
-            std::mem::size_of::<F>()
-        }
-        // Never polled: only its size matters.
-        let fut = async {
-            let socket: WebSocket = unreachable_socket().await;
-            let state: AppState = unreachable_socket().await;
-            run(socket, state, 0, String::new()).await;
-        };
-        let size = size_of_future(&fut);
+        let size = future_size(run as fn(WebSocket, AppState, ConnId, String) -> _);
         println!(
             "session future: {size} bytes (socket {}, state {})",
             std::mem::size_of::<WebSocket>(),
             std::mem::size_of::<AppState>()
         );
-        assert!(size < 4096, "session future is {size} bytes");
+        assert!(
+            size <= SESSION_FUTURE_LIMIT,
+            "session future is {size} bytes"
+        );
     }
 
-    async fn unreachable_socket<T>() -> T {
-        std::future::pending().await
-    }
+    const SESSION_FUTURE_LIMIT: usize = 2128 * 11 / 10;
 }
