@@ -11,27 +11,20 @@ pub enum LogFormat {
     Json,
 }
 
-impl LogFormat {
-    /// Reads `LOG_FORMAT`: `json` selects JSON; anything else, or unset, text.
-    pub fn from_env() -> Self {
-        match std::env::var("LOG_FORMAT") {
-            Ok(value) if value.eq_ignore_ascii_case("json") => Self::Json,
-            _ => Self::Text,
-        }
-    }
-}
+impl LogFormat {}
 
 impl std::str::FromStr for LogFormat {
-    type Err = ();
+    type Err = String;
 
-    /// `text` or `json` (any case), for a `--log-format` flag; anything else is an error.
-    fn from_str(value: &str) -> Result<Self, ()> {
+    /// `text` or `json` (any case), for `--log-format` / `LOG_FORMAT`; anything
+    /// else is an error rather than a silent fallback.
+    fn from_str(value: &str) -> Result<Self, String> {
         if value.eq_ignore_ascii_case("json") {
             Ok(Self::Json)
         } else if value.eq_ignore_ascii_case("text") {
             Ok(Self::Text)
         } else {
-            Err(())
+            Err(format!("{value:?} is not text or json"))
         }
     }
 }

@@ -91,7 +91,7 @@ pub struct Config {
     pub shutdown_grace_s: u64,
 
     /// Log line format: `text` or `json`.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = parse_log_format)]
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
 
     /// A one-off command instead of serving.
@@ -148,12 +148,6 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_s)
     }
-}
-
-fn parse_log_format(value: &str) -> Result<LogFormat, String> {
-    value
-        .parse()
-        .map_err(|()| format!("{value:?} is not text or json"))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use wsauth_shared::telemetry::LogFormat;
 
 /// Gateway configuration, read by clap from flags and the environment, or
 /// built directly in tests.
@@ -62,6 +63,10 @@ pub struct Config {
     /// Seconds shutdown may take before remaining sockets are dropped.
     #[arg(long, env = "SHUTDOWN_GRACE_S", default_value_t = 10)]
     pub shutdown_grace_s: u64,
+
+    /// Log lines as `text` or `json` (one object per line, for log shippers).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -85,6 +90,7 @@ impl Config {
             send_queue_capacity: 256,
             max_messages_per_s: 100,
             shutdown_grace_s: 10,
+            log_format: LogFormat::Text,
         }
     }
 

@@ -4,12 +4,12 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use futures::FutureExt as _;
 use wsauth_gateway::Config;
-use wsauth_shared::telemetry::{self, LogFormat};
+use wsauth_shared::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(LogFormat::from_env());
+    telemetry::init(config.log_format);
     // Handlers installed before "listening" is logged: a SIGTERM sent as soon
     // as the harness sees that line must shut down gracefully, not kill.
     let mut shutdown = Box::pin(wsauth_shared::shutdown::signal());
