@@ -12,7 +12,7 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::SinkExt as _;
+use futures::SinkExt;
 use secrecy::SecretString;
 use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite;
@@ -81,22 +81,36 @@ struct Authenticated {
 }
 
 /// Runs a socket whose ws token belonged to `ws_user`, until it closes.
-pub async fn run(mut socket: WebSocket, state: AppState, conn_id: ConnId, ws_user: String) {
-    let _count = SocketCount::new(&state.metrics);
-    // Phase 2 and the close are boxed: transient, they should not size the
-    // future every idle connection keeps for its whole life.
-    let end = match Box::pin(authenticate(&mut socket, &state, ws_user)).await {
-        Ok(authenticated) => {
-            state.metrics.handshake(Handshake::Ok);
-            tracing::info!("authenticated");
-            connected(&mut socket, &state, conn_id, authenticated).await
-        }
-        Err(end) => {
-            state.metrics.handshake(Handshake::Phase2Failed);
-            end
-        }
-    };
-    Box::pin(finish(socket, &state.metrics, end)).await;
+///
+/// Not an `async fn`: those store their arguments twice (as arguments and as
+/// the body's locals), and this future is what every idle connection keeps.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+pub fn run(
+    mut socket: WebSocket,
+    state: AppState,
+    conn_id: ConnId,
+    ws_user: String,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _count = SocketCount::new(&state.metrics);
+        // Phase 2 and the close are boxed: transient, they should not size
+        // the future every idle connection keeps for its whole life.
+        let end = match Box::pin(authenticate(&mut socket, &state, ws_user)).await {
+            Ok(authenticated) => {
+                state.metrics.handshake(Handshake::Ok);
+                tracing::info!("authenticated");
+                connected(&mut socket, &state, conn_id, authenticated).await
+            }
+            Err(end) => {
+                state.metrics.handshake(Handshake::Phase2Failed);
+                end
+            }
+        };
+        Box::pin(finish(socket, &state.metrics, end)).await;
+    }
 }
 
 /// What a read error means: an over-size frame gets 1009, anything else is
@@ -195,30 +209,38 @@ fn write_error(error: axum::Error) -> End {
 /// Sends one frame. A write that does not finish at once waits at most
 /// [`SEND_TIMEOUT`] (then 1008), and gives up when the hub asks for a close
 /// or the JWT expires: a client that stops reading must not hold the session.
-async fn send(
-    socket: &mut WebSocket,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+fn send<'a>(
+    socket: &'a mut WebSocket,
     message: Message,
-    slot: &Slot,
-    expiry: Pin<&mut Sleep>,
-) -> Result<(), End> {
-    let mut sending = pin!(socket.send(message));
-    // Most writes complete at once; only a blocked one pays for a timer.
-    if let Poll::Ready(sent) = futures::poll!(sending.as_mut()) {
-        return sent.map_err(write_error);
-    }
-    let deadline = Box::pin(sleep(SEND_TIMEOUT));
-    tokio::select! {
-        biased;
-        code = poll_fn(|cx| slot.poll_kick(cx)) => Err(End::Close(code)),
-        () = expiry => {
-            tracing::info!("jwt expired while a write was blocked");
-            Err(End::Close(CloseCode::Unauthorized))
+    slot: &'a Slot,
+    expiry: Pin<&'a mut Sleep>,
+) -> impl Future<Output = Result<(), End>> + 'a {
+    // Not an `async fn` (arguments stored twice), and the sink's own `send`
+    // rather than `WebSocket::send`: this future sits in every session.
+    async move {
+        let mut sending = pin!(SinkExt::send(socket, message));
+        // Most writes complete at once; only a blocked one pays for a timer.
+        if let Poll::Ready(sent) = futures::poll!(sending.as_mut()) {
+            return sent.map_err(write_error);
         }
-        () = deadline => {
-            tracing::info!("client stopped reading");
-            Err(End::Close(CloseCode::Policy))
+        let deadline = Box::pin(sleep(SEND_TIMEOUT));
+        tokio::select! {
+            biased;
+            code = poll_fn(|cx| slot.poll_kick(cx)) => Err(End::Close(code)),
+            () = expiry => {
+                tracing::info!("jwt expired while a write was blocked");
+                Err(End::Close(CloseCode::Unauthorized))
+            }
+            () = deadline => {
+                tracing::info!("client stopped reading");
+                Err(End::Close(CloseCode::Policy))
+            }
+            sent = sending => sent.map_err(write_error),
         }
-        sent = sending => sent.map_err(write_error),
     }
 }
 
@@ -295,168 +317,175 @@ fn verify_refresh(state: &AppState, token: SecretString) -> Refresh {
     })
 }
 
-/// The authenticated life of a socket.
-async fn connected(
-    socket: &mut WebSocket,
-    state: &AppState,
+/// The authenticated life of a socket. Not an `async fn`, which would store
+/// its arguments twice in a future every connection keeps.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+fn connected<'a>(
+    socket: &'a mut WebSocket,
+    state: &'a AppState,
     conn_id: ConnId,
     authenticated: Authenticated,
-) -> End {
-    let Authenticated {
-        verified,
-        since,
-        mark,
-    } = authenticated;
-    state
-        .hub
-        .start_driver(&state.shutdown, &state.ping_tick, &state.tracker);
-    // Registered before auth_ok and History: live events queue meanwhile, so
-    // the seam between replay and live has no gap.
-    let registration = match state.hub.register(
-        conn_id,
-        &verified.user_id,
-        state.limits.send_queue_capacity,
-        mark,
-    ) {
-        Ok(registration) => registration,
-        Err(code) => {
-            tracing::info!(code = code.code(), "registration refused");
-            return End::Close(code);
-        }
-    };
-    drop(verified.user_id);
-    let slot = registration.slot();
-    let mut expiry = pin!(sleep_until(expiry_instant(verified.expires_at)));
-
-    let auth_ok = Message::Text(message::auth_ok(registration.user()).into());
-    if let Err(end) = send(socket, auth_ok, slot, expiry.as_mut()).await {
-        return end;
-    }
-    // Live events at or before this id were already replayed.
-    let mut replayed_through = match since {
-        Some(since) => {
-            let replayed = Box::pin(replay(
-                socket,
-                state,
-                slot,
-                expiry.as_mut(),
-                registration.user(),
-                since,
-            ))
-            .await;
-            match replayed {
-                Ok(last) => Some(Box::new(last)),
-                Err(end) => return end,
+) -> impl Future<Output = End> + 'a {
+    async move {
+        let Authenticated {
+            verified,
+            since,
+            mark,
+        } = authenticated;
+        state
+            .hub
+            .start_driver(&state.shutdown, &state.ping_tick, &state.tracker);
+        // Registered before auth_ok and History: live events queue meanwhile, so
+        // the seam between replay and live has no gap.
+        let registration = match state.hub.register(
+            conn_id,
+            &verified.user_id,
+            state.limits.send_queue_capacity,
+            mark,
+        ) {
+            Ok(registration) => registration,
+            Err(code) => {
+                tracing::info!(code = code.code(), "registration refused");
+                return End::Close(code);
             }
+        };
+        drop(verified.user_id);
+        let slot = registration.slot();
+        let mut expiry = pin!(sleep_until(expiry_instant(verified.expires_at)));
+
+        let auth_ok = Message::Text(message::auth_ok(registration.user()).into());
+        if let Err(end) = send(socket, auth_ok, slot, expiry.as_mut()).await {
+            return end;
         }
-        None => None,
-    };
-
-    let mut limiter = RateLimiter::new(state.limits.max_messages_per_s);
-    let mut silent_ticks: u8 = 0;
-    let mut refresh: Option<Refresh> = None;
-    // A refresh JWT auth could not check (unavailable): retried at expiry.
-    let mut unchecked: Option<SecretString> = None;
-    // The JWT's exp passed and the connection waits for a refresh verdict.
-    let mut past_exp = false;
-
-    loop {
-        tokio::select! {
-            biased;
-            received = socket.recv() => {
-                silent_ticks = 0;
-                let message = match received {
-                    None | Some(Ok(Message::Close(_))) => return End::Gone(Closed::Client),
-                    Some(Err(error)) => return read_error(error),
-                    Some(Ok(message)) => message,
-                };
-                // Every frame counts, pings too: a ping flood is a flood.
-                if !limiter.allow() {
-                    tracing::info!("client over its message rate");
-                    return End::Close(CloseCode::Policy);
+        // Live events at or before this id were already replayed.
+        let mut replayed_through = match since {
+            Some(since) => {
+                let replayed = Box::pin(replay(
+                    socket,
+                    state,
+                    slot,
+                    expiry.as_mut(),
+                    registration.user(),
+                    since,
+                ))
+                .await;
+                match replayed {
+                    Ok(last) => Some(Box::new(last)),
+                    Err(end) => return end,
                 }
-                let text = match message {
-                    Message::Text(text) => text,
-                    Message::Binary(_) => return End::Close(CloseCode::Unsupported),
-                    _ => continue,
-                };
-                match ClientFrame::parse_later(&text) {
-                    // A newer refresh replaces one still in flight.
-                    ClientFrame::Jwt { token, .. } => {
-                        refresh = Some(verify_refresh(state, token));
+            }
+            None => None,
+        };
+
+        let mut limiter = RateLimiter::new(state.limits.max_messages_per_s);
+        let mut silent_ticks: u8 = 0;
+        let mut refresh: Option<Refresh> = None;
+        // A refresh JWT auth could not check (unavailable): retried at expiry.
+        let mut unchecked: Option<SecretString> = None;
+        // The JWT's exp passed and the connection waits for a refresh verdict.
+        let mut past_exp = false;
+
+        loop {
+            tokio::select! {
+                biased;
+                received = socket.recv() => {
+                    silent_ticks = 0;
+                    let message = match received {
+                        None | Some(Ok(Message::Close(_))) => return End::Gone(Closed::Client),
+                        Some(Err(error)) => return read_error(error),
+                        Some(Ok(message)) => message,
+                    };
+                    // Every frame counts, pings too: a ping flood is a flood.
+                    if !limiter.allow() {
+                        tracing::info!("client over its message rate");
+                        return End::Close(CloseCode::Policy);
                     }
-                    ClientFrame::Other => {
-                        let echo = Message::Text(message::echo(&text).into());
-                        if let Err(end) = send(socket, echo, slot, expiry.as_mut()).await {
+                    let text = match message {
+                        Message::Text(text) => text,
+                        Message::Binary(_) => return End::Close(CloseCode::Unsupported),
+                        _ => continue,
+                    };
+                    match ClientFrame::parse_later(&text) {
+                        // A newer refresh replaces one still in flight.
+                        ClientFrame::Jwt { token, .. } => {
+                            refresh = Some(verify_refresh(state, token));
+                        }
+                        ClientFrame::Other => {
+                            let echo = Message::Text(message::echo(&text).into());
+                            if let Err(end) = send(socket, echo, slot, expiry.as_mut()).await {
+                                return end;
+                            }
+                        }
+                    }
+                }
+                signal = poll_fn(|cx| slot.poll_signal(cx)) => match signal {
+                    Signal::Close(code) => return End::Close(code),
+                    Signal::Frame(frame) => {
+                        if let Some(through) = &replayed_through {
+                            if frame.id.is_at_or_before(through) {
+                                continue;
+                            }
+                            replayed_through = None;
+                        }
+                        let text: Utf8Bytes = frame.text.clone();
+                        drop(frame);
+                        if let Err(end) = send(socket, Message::Text(text), slot, expiry.as_mut()).await {
                             return end;
                         }
                     }
-                }
-            }
-            signal = poll_fn(|cx| slot.poll_signal(cx)) => match signal {
-                Signal::Close(code) => return End::Close(code),
-                Signal::Frame(frame) => {
-                    if let Some(through) = &replayed_through {
-                        if frame.id.is_at_or_before(through) {
-                            continue;
+                    Signal::Ping => {
+                        if silent_ticks >= MISSED_PINGS {
+                            tracing::info!("peer stopped answering pings");
+                            return End::Gone(Closed::Dead);
                         }
-                        replayed_through = None;
+                        silent_ticks += 1;
+                        let ping = Message::Ping(Default::default());
+                        if let Err(end) = send(socket, ping, slot, expiry.as_mut()).await {
+                            return end;
+                        }
                     }
-                    let text: Utf8Bytes = frame.text.clone();
-                    drop(frame);
-                    if let Err(end) = send(socket, Message::Text(text), slot, expiry.as_mut()).await {
-                        return end;
+                },
+                () = expiry.as_mut(), if !past_exp => {
+                    if refresh.is_none() {
+                        let Some(token) = unchecked.take() else {
+                            tracing::info!("jwt expired without a refresh");
+                            return End::Close(CloseCode::Unauthorized);
+                        };
+                        refresh = Some(verify_refresh(state, token));
                     }
+                    // The verdict decides; this only bounds the wait for it.
+                    past_exp = true;
+                    expiry.as_mut().reset(Instant::now() + EXPIRY_RECHECK_GRACE);
                 }
-                Signal::Ping => {
-                    if silent_ticks >= MISSED_PINGS {
-                        tracing::info!("peer stopped answering pings");
-                        return End::Gone(Closed::Dead);
-                    }
-                    silent_ticks += 1;
-                    let ping = Message::Ping(Default::default());
-                    if let Err(end) = send(socket, ping, slot, expiry.as_mut()).await {
-                        return end;
-                    }
-                }
-            },
-            () = expiry.as_mut(), if !past_exp => {
-                if refresh.is_none() {
-                    let Some(token) = unchecked.take() else {
-                        tracing::info!("jwt expired without a refresh");
-                        return End::Close(CloseCode::Unauthorized);
-                    };
-                    refresh = Some(verify_refresh(state, token));
-                }
-                // The verdict decides; this only bounds the wait for it.
-                past_exp = true;
-                expiry.as_mut().reset(Instant::now() + EXPIRY_RECHECK_GRACE);
-            }
-            (token, verified) = async { refresh.as_mut().expect("branch runs only with a refresh").await }, if refresh.is_some() => {
-                refresh = None;
-                match verified {
-                    Ok(fresh) if *fresh.user_id == *registration.user() => {
-                        expiry.as_mut().reset(expiry_instant(fresh.expires_at));
-                        past_exp = false;
-                        unchecked = None;
-                        tracing::debug!("jwt refreshed");
-                    }
-                    Ok(_) => {
-                        tracing::info!("refresh jwt is for another user");
-                        return End::Close(CloseCode::Forbidden);
-                    }
-                    Err(AuthCallError::Rejected(code)) => {
-                        tracing::info!(?code, "refresh jwt refused");
-                        return End::Close(CloseCode::Unauthorized);
-                    }
-                    Err(error) if past_exp => {
-                        tracing::warn!(%error, "jwt expired and its refresh cannot be verified");
-                        return End::Close(CloseCode::AuthUnavailable);
-                    }
-                    // The current JWT still holds until its exp; retried then.
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot verify refresh jwt yet");
-                        unchecked = Some(token);
+                (token, verified) = async { refresh.as_mut().expect("branch runs only with a refresh").await }, if refresh.is_some() => {
+                    refresh = None;
+                    match verified {
+                        Ok(fresh) if *fresh.user_id == *registration.user() => {
+                            expiry.as_mut().reset(expiry_instant(fresh.expires_at));
+                            past_exp = false;
+                            unchecked = None;
+                            tracing::debug!("jwt refreshed");
+                        }
+                        Ok(_) => {
+                            tracing::info!("refresh jwt is for another user");
+                            return End::Close(CloseCode::Forbidden);
+                        }
+                        Err(AuthCallError::Rejected(code)) => {
+                            tracing::info!(?code, "refresh jwt refused");
+                            return End::Close(CloseCode::Unauthorized);
+                        }
+                        Err(error) if past_exp => {
+                            tracing::warn!(%error, "jwt expired and its refresh cannot be verified");
+                            return End::Close(CloseCode::AuthUnavailable);
+                        }
+                        // The current JWT still holds until its exp; retried then.
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot verify refresh jwt yet");
+                            unchecked = Some(token);
+                        }
                     }
                 }
             }
@@ -525,5 +554,5 @@ mod tests {
         );
     }
 
-    const SESSION_FUTURE_LIMIT: usize = 2128 * 11 / 10;
+    const SESSION_FUTURE_LIMIT: usize = 1520 * 11 / 10;
 }
