@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -67,6 +67,9 @@ pub enum Signal {
 #[derive(Debug)]
 pub struct Slot {
     state: Mutex<SlotState>,
+    /// Set when the socket woke the session (through the slot's own
+    /// [`Waker`]), so a wakeup for an event need not try a read.
+    socket_ready: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -90,6 +93,7 @@ impl Slot {
                 ping: false,
                 waker: None,
             }),
+            socket_ready: AtomicBool::new(true),
         }
     }
 
@@ -167,6 +171,33 @@ impl Slot {
     /// The close requested so far, if any.
     pub fn kicked(&self) -> Option<CloseCode> {
         lock(&self.state).kick
+    }
+
+    /// Whether the socket may have something to read; clears the mark. A
+    /// read that returns `Pending` leaves [`Registration::socket_waker`] with
+    /// the socket, which marks it again when there is.
+    pub fn take_socket_ready(&self) -> bool {
+        self.socket_ready.swap(false, Ordering::AcqRel)
+    }
+
+    /// After a read that returned something: there may be more.
+    pub fn set_socket_ready(&self) {
+        self.socket_ready.store(true, Ordering::Release);
+    }
+}
+
+/// The socket's waker: marks the socket ready, then wakes the session.
+impl Wake for Slot {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.set_socket_ready();
+        let waker = lock(&self.state).waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
@@ -520,6 +551,11 @@ impl Registration {
     pub fn user(&self) -> &str {
         &self.user
     }
+
+    /// The waker to read the socket with: see [`Slot::take_socket_ready`].
+    pub fn socket_waker(&self) -> Waker {
+        Waker::from(Arc::clone(&self.slot))
+    }
 }
 
 impl Drop for Registration {
@@ -772,6 +808,35 @@ mod tests {
             .expect("woken within the deadline")
             .expect("no panic");
         assert!(matches!(got, Signal::Frame(_)), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn the_socket_waker_marks_the_socket_and_wakes_the_session() {
+        let hub = Hub::new(Metrics::default());
+        let conn = Arc::new(register(&hub, "alice", 4));
+        assert!(
+            conn.slot().take_socket_ready(),
+            "a new socket is read at once"
+        );
+        assert!(!conn.slot().take_socket_ready());
+        let socket_waker = conn.socket_waker();
+        let waiting = {
+            let conn = Arc::clone(&conn);
+            tokio::spawn(async move {
+                poll_fn(|cx| match conn.slot().poll_signal(cx) {
+                    Poll::Pending if conn.slot().take_socket_ready() => Poll::Ready(()),
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(signal) => panic!("no signal was sent: {signal:?}"),
+                })
+                .await
+            })
+        };
+        tokio::task::yield_now().await;
+        socket_waker.wake_by_ref();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the socket within the deadline")
+            .expect("no panic");
     }
 
     #[tokio::test(start_paused = true)]

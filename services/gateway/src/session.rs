@@ -8,11 +8,11 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt as _};
 use secrecy::SecretString;
 use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite;
@@ -354,6 +354,7 @@ fn connected<'a>(
         };
         drop(verified.user_id);
         let slot = registration.slot();
+        let socket_waker = registration.socket_waker();
         let mut expiry = pin!(sleep_until(expiry_instant(verified.expires_at)));
 
         let auth_ok = Message::Text(message::auth_ok(registration.user()).into());
@@ -391,7 +392,18 @@ fn connected<'a>(
         loop {
             tokio::select! {
                 biased;
-                received = socket.recv() => {
+                received = poll_fn(|_| {
+                // Only when the socket woke us: a wakeup for an event (most
+                // of them, in a fan-out) need not pay for a read attempt.
+                if !slot.take_socket_ready() {
+                    return Poll::Pending;
+                }
+                let polled = socket.poll_next_unpin(&mut Context::from_waker(&socket_waker));
+                if polled.is_ready() {
+                    slot.set_socket_ready();
+                }
+                polled
+            }) => {
                     silent_ticks = 0;
                     let message = match received {
                         None | Some(Ok(Message::Close(_))) => return End::Gone(Closed::Client),
