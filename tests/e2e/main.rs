@@ -7,6 +7,7 @@
 //! - `session`: the jwt frame (phase 2), its close codes, echo, refresh, expiry;
 //! - `session_edges`: blocked writes, ping floods, close replies, refresh while auth is down;
 //! - `limits`: binary and oversized frames, rate limit, registry leak check;
+//! - `memory`: a large broadcast does not leave every connection bigger;
 //! - `backpressure`: a slow consumer beside a fast one;
 //! - `delivery`: broadcasts and direct messages across replicas, `since`, grpcurl;
 //! - `revocation`: RevokeUser and RevokeJwt;
@@ -21,6 +22,7 @@ mod failover;
 mod faults;
 mod handshake;
 mod limits;
+mod memory;
 mod revocation;
 mod session;
 mod session_edges;

@@ -86,6 +86,11 @@ impl TestGateway {
         self.service.addr()
     }
 
+    /// The gateway's process id, while it runs (e.g. to read `/proc/<pid>/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.service.pid()
+    }
+
     /// `GET path` on this gateway.
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
         http::get(self.addr(), path, headers).await

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod rate;
 pub mod routes;
 pub mod session;
+pub mod socket;
 pub mod state;
 pub mod subscriber;
 

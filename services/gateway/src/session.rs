@@ -11,11 +11,11 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::{SinkExt, StreamExt as _};
+use futures::{SinkExt as _, StreamExt as _};
 use secrecy::SecretString;
 use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout_at};
-use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::auth_client::{AuthCallError, EventAction, Verified};
 use crate::close::CloseCode;
@@ -23,6 +23,7 @@ use crate::hub::{ConnId, DisconnectMark, Signal, Slot};
 use crate::message::{self, ClientFrame, EventId};
 use crate::metrics::{Closed, Handshake, Metrics};
 use crate::rate::RateLimiter;
+use crate::socket::{self, Socket};
 use crate::state::AppState;
 
 /// How long the closing handshake may take before the socket is dropped.
@@ -89,7 +90,7 @@ struct Authenticated {
     reason = "an async fn stores its arguments twice"
 )]
 pub fn run(
-    mut socket: WebSocket,
+    mut socket: Socket,
     state: AppState,
     conn_id: ConnId,
     ws_user: String,
@@ -115,12 +116,11 @@ pub fn run(
 
 /// What a read error means: an over-size frame gets 1009, anything else is
 /// a broken socket.
-fn read_error(error: axum::Error) -> End {
-    let inner = error.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => End::Close(CloseCode::TooBig),
-        _ => {
-            tracing::debug!(error = %inner, "websocket read failed");
+fn read_error(error: tungstenite::Error) -> End {
+    match error {
+        tungstenite::Error::Capacity(_) => End::Close(CloseCode::TooBig),
+        error => {
+            tracing::debug!(%error, "websocket read failed");
             End::Gone(Closed::Error)
         }
     }
@@ -128,7 +128,7 @@ fn read_error(error: axum::Error) -> End {
 
 /// Phase 2: the first frame must be a jwt frame for the ws token's user.
 async fn authenticate(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     state: &AppState,
     ws_user: String,
 ) -> Result<Authenticated, End> {
@@ -138,12 +138,12 @@ async fn authenticate(
             biased;
             () = state.shutdown.cancelled() => return Err(End::Close(CloseCode::GoingAway)),
             () = sleep_until(deadline) => return Err(End::Close(CloseCode::AuthTimeout)),
-            received = socket.recv() => match received {
+            received = socket.next() => match received {
                 None | Some(Ok(Message::Close(_))) => return Err(End::Gone(Closed::Client)),
                 Some(Err(error)) => return Err(read_error(error)),
                 Some(Ok(Message::Text(text))) => break text,
                 Some(Ok(Message::Binary(_))) => return Err(End::Close(CloseCode::Unsupported)),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             },
         }
     };
@@ -201,7 +201,7 @@ fn expiry_instant(expires_at: SystemTime) -> Instant {
     Instant::now() + left
 }
 
-fn write_error(error: axum::Error) -> End {
+fn write_error(error: tungstenite::Error) -> End {
     tracing::debug!(%error, "websocket write failed");
     End::Gone(Closed::Error)
 }
@@ -214,15 +214,14 @@ fn write_error(error: axum::Error) -> End {
     reason = "an async fn stores its arguments twice"
 )]
 fn send<'a>(
-    socket: &'a mut WebSocket,
+    socket: &'a mut Socket,
     message: Message,
     slot: &'a Slot,
     expiry: Pin<&'a mut Sleep>,
 ) -> impl Future<Output = Result<(), End>> + 'a {
-    // Not an `async fn` (arguments stored twice), and the sink's own `send`
-    // rather than `WebSocket::send`: this future sits in every session.
+    // Not an `async fn` (arguments stored twice): this future sits in every session.
     async move {
-        let mut sending = pin!(SinkExt::send(socket, message));
+        let mut sending = pin!(socket::send(socket, message));
         // Most writes complete at once; only a blocked one pays for a timer.
         if let Poll::Ready(sent) = futures::poll!(sending.as_mut()) {
             return sent.map_err(write_error);
@@ -247,7 +246,7 @@ fn send<'a>(
 /// Replays what the client missed since `since`, page by page, one permit
 /// among all sessions; the last id covered.
 async fn replay(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     state: &AppState,
     slot: &Slot,
     mut expiry: Pin<&mut Sleep>,
@@ -324,7 +323,7 @@ fn verify_refresh(state: &AppState, token: SecretString) -> Refresh {
     reason = "an async fn stores its arguments twice"
 )]
 fn connected<'a>(
-    socket: &'a mut WebSocket,
+    socket: &'a mut Socket,
     state: &'a AppState,
     conn_id: ConnId,
     authenticated: Authenticated,
@@ -507,7 +506,7 @@ fn connected<'a>(
 
 /// Ends the socket: for a gateway close, send the code and wait (bounded)
 /// for the peer's close so the frame is not lost to a reset.
-async fn finish(mut socket: WebSocket, metrics: &Metrics, end: End) {
+async fn finish(mut socket: Socket, metrics: &Metrics, end: End) {
     match end {
         End::Gone(Closed::Client) => {
             metrics.closed(Closed::Client);
@@ -520,14 +519,14 @@ async fn finish(mut socket: WebSocket, metrics: &Metrics, end: End) {
             metrics.closed(Closed::Code(code));
             tracing::debug!(code = code.code(), "closing");
             let frame = Message::Close(Some(CloseFrame {
-                code: code.code(),
+                code: code.code().into(),
                 reason: Utf8Bytes::from_static(code.reason()),
             }));
             let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                if socket.send(frame).await.is_err() {
+                if socket::send(&mut socket, frame).await.is_err() {
                     return;
                 }
-                while let Some(Ok(message)) = socket.recv().await {
+                while let Some(Ok(message)) = socket.next().await {
                     if matches!(message, Message::Close(_)) {
                         return;
                     }
@@ -554,10 +553,10 @@ mod tests {
     /// on it (measured on the function itself, as the task holds it).
     #[test]
     fn session_future_stays_small() {
-        let size = future_size(run as fn(WebSocket, AppState, ConnId, String) -> _);
+        let size = future_size(run as fn(Socket, AppState, ConnId, String) -> _);
         println!(
             "session future: {size} bytes (socket {}, state {})",
-            std::mem::size_of::<WebSocket>(),
+            std::mem::size_of::<Socket>(),
             std::mem::size_of::<AppState>()
         );
         assert!(
@@ -566,5 +565,5 @@ mod tests {
         );
     }
 
-    const SESSION_FUTURE_LIMIT: usize = 1520 * 11 / 10;
+    const SESSION_FUTURE_LIMIT: usize = 1584 * 11 / 10;
 }

@@ -1,16 +1,21 @@
 //! `GET /ws?token=…`: phase 1 of the handshake. Origin, then the ws token,
 //! both before the 101, so a refused request never opens a socket.
 
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Query, State, rejection::QueryRejection};
-use axum::http::{HeaderMap, header};
+use axum::extract::{Query, Request, State, rejection::QueryRejection};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::Instrument as _;
 
 use crate::error::HttpError;
 use crate::message::MAX_CREDENTIAL_BYTES;
 use crate::session;
+use crate::socket::FrameIo;
 use crate::state::AppState;
 
 /// tungstenite reads into a buffer of this size, allocated up front (its
@@ -18,6 +23,9 @@ use crate::state::AppState;
 /// Small because idle sockets dominate memory (2 KiB → 512 B measured
 /// -1.5 KiB RSS per idle connection at 19k); it also caps each read syscall.
 const READ_BUFFER_BYTES: usize = 512;
+/// tungstenite's write buffer only carries control frames (text frames are
+/// written by [`FrameIo`]): a close, a ping and a pong fit many times over.
+const MAX_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 #[derive(Deserialize)]
 pub struct WsParams {
@@ -32,11 +40,11 @@ fn refuse(state: &AppState, error: HttpError) -> Response {
 
 pub async fn upgrade(
     State(state): State<AppState>,
-    headers: HeaderMap,
     params: Result<Query<WsParams>, QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Response {
     // Origin first: a cross-site page must not be able to burn a token.
+    let headers = request.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !state.origin_allowed(origin) {
         return refuse(&state, HttpError::ForbiddenOrigin);
@@ -54,9 +62,16 @@ pub async fn upgrade(
         return refuse(&state, HttpError::ShuttingDown);
     }
     // Not a valid upgrade request: refuse before touching the token.
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+    let accept = match accept_key(headers) {
+        Ok(accept) => accept,
+        Err(refused) => return refused.into_response(),
+    };
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "WebSocket request couldn't be upgraded since no upgrade state was present",
+        )
+            .into_response();
     };
     let user_id = match state.auth.validate_token(token).await {
         Ok(user_id) => user_id,
@@ -64,16 +79,75 @@ pub async fn upgrade(
     };
     let conn_id = state.hub.next_conn_id();
     let max = state.limits.max_message_bytes;
-    let span = tracing::info_span!("session", conn_id, user_id = %user_id);
-    let tracker = state.tracker.clone();
-    upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
         .read_buffer_size(READ_BUFFER_BYTES)
         // Write each frame straight out: the session flushes every send anyway.
         .write_buffer_size(0)
-        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
-        .on_upgrade(move |socket| {
-            tracker.track_future(session::run(socket, state, conn_id, user_id).instrument(span))
-        })
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES);
+    let span = tracing::info_span!("session", conn_id, user_id = %user_id);
+    let tracker = state.tracker.clone();
+    tracker.spawn(
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => {
+                    tracing::debug!(%error, "websocket upgrade failed");
+                    return;
+                }
+            };
+            let io = FrameIo::new(TokioIo::new(upgraded));
+            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            session::run(socket, state, conn_id, user_id).await;
+        }
+        .instrument(span),
+    );
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+        ],
+    )
+        .into_response()
+}
+
+/// Checks the upgrade headers as axum's `WebSocketUpgrade` did (same order,
+/// statuses and messages); the `Sec-WebSocket-Accept` value for the 101.
+fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str)> {
+    let refused = |message| (StatusCode::BAD_REQUEST, message);
+    if !header_contains(headers, header::CONNECTION, "upgrade") {
+        return Err(refused("Connection header did not include 'upgrade'"));
+    }
+    if !header_eq(headers, header::UPGRADE, "websocket") {
+        return Err(refused("`Upgrade` header did not include 'websocket'"));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(refused("`Sec-WebSocket-Key` header missing"));
+    };
+    if !header_eq(headers, header::SEC_WEBSOCKET_VERSION, "13") {
+        return Err(refused(
+            "`Sec-WebSocket-Version` header did not include '13'",
+        ));
+    }
+    HeaderValue::try_from(derive_accept_key(key.as_bytes()))
+        .map_err(|_| refused("invalid `Sec-WebSocket-Key`"))
+}
+
+fn header_eq(headers: &HeaderMap, name: HeaderName, value: &str) -> bool {
+    headers
+        .get(name)
+        .is_some_and(|header| header.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
+}
+
+/// Whether the header holds `token` (lower case) among its values.
+fn header_contains(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get(name).is_some_and(|header| {
+        header
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
 }
