@@ -63,23 +63,8 @@ impl FrameIo {
     /// Call only once the previous frame is written.
     fn start_text(&mut self, payload: Bytes) {
         debug_assert!(self.is_drained(), "one frame at a time");
-        let len = payload.len();
-        self.head[0] = FIN_TEXT;
-        let head_len = if len < 126 {
-            // Fits in the 7-bit length.
-            self.head[1] = len as u8;
-            2
-        } else if let Ok(len) = u16::try_from(len) {
-            self.head[1] = 126;
-            self.head[2..4].copy_from_slice(&len.to_be_bytes());
-            4
-        } else {
-            self.head[1] = 127;
-            self.head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            10
-        };
+        self.head_end = text_frame_header(payload.len(), &mut self.head);
         self.head_start = 0;
-        self.head_end = head_len;
         self.body = payload;
     }
 
@@ -104,6 +89,25 @@ impl FrameIo {
         // An advanced-to-the-end `Bytes` still holds the shared payload.
         self.body = Bytes::new();
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Writes the header of an unmasked, final text frame carrying `len` payload
+/// bytes (RFC 6455 §5.2) into `head`; returns how many bytes it took.
+fn text_frame_header(len: usize, head: &mut [u8; 10]) -> u8 {
+    head[0] = FIN_TEXT;
+    if len < 126 {
+        // Fits in the 7-bit length.
+        head[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
     }
 }
 
@@ -190,6 +194,28 @@ impl Future for Send<'_> {
             Pin::new(socket).poll_flush(cx)
         } else {
             socket.get_mut().poll_drain(cx).map_err(Error::Io)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    use super::text_frame_header;
+
+    #[test]
+    fn text_frame_headers_match_tungstenites_encoding_at_every_length_class() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 1 << 20] {
+            let payload = vec![b'x'; len];
+            let frame = Frame::message(payload, OpCode::Data(Data::Text), true);
+            let mut expected = Vec::new();
+            frame.format(&mut expected).expect("formatting into a Vec");
+            let mut head = [0; 10];
+            let head_len = usize::from(text_frame_header(len, &mut head));
+            assert_eq!(expected.len(), head_len + len, "length {len}");
+            assert_eq!(&head[..head_len], &expected[..head_len], "length {len}");
         }
     }
 }
