@@ -8,6 +8,11 @@ use secrecy::ExposeSecret as _;
 use wsauth_auth::config::{Command, Config};
 use wsauth_shared::telemetry;
 
+/// mimalloc instead of glibc malloc: measured faster on the RPC path (see
+/// the README's Performance section).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
