@@ -28,7 +28,8 @@ bench:
 
 ## bench-micro: criterion micro-benchmarks of the hot functions
 bench-micro:
-	$(CARGO) bench --workspace
+	$(CARGO) bench -p wsauth-auth --bench hot_paths -- $(CRITERION_ARGS)
+	$(CARGO) bench -p wsauth-gateway --bench frames -- $(CRITERION_ARGS)
 
 ## jwt: print a development JWT for SUB (default alice) signed with `make run`'s secret
 jwt:
