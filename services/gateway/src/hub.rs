@@ -155,6 +155,11 @@ impl Slot {
             return Poll::Ready(Signal::Ping);
         }
         register(&mut state.waker, cx);
+        // The socket may have woken us between the session's read attempt
+        // and this registration, finding no waker to call: poll again.
+        if self.socket_ready.load(Ordering::Acquire) {
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 
@@ -837,6 +842,34 @@ mod tests {
             .await
             .expect("woken by the socket within the deadline")
             .expect("no panic");
+    }
+
+    #[test]
+    fn a_socket_wake_with_no_session_waker_yet_is_not_lost() {
+        struct Counting(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Counting {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let hub = Hub::new(Metrics::default());
+        let conn = register(&hub, "alice", 4);
+        assert!(
+            conn.slot().take_socket_ready(),
+            "a new socket is read at once"
+        );
+        // The socket becomes readable after the session's read attempt and
+        // before it registers with the slot: nobody is there to wake.
+        conn.socket_waker().wake_by_ref();
+        let counting = Arc::new(Counting(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counting));
+        let polled = conn.slot().poll_signal(&mut Context::from_waker(&waker));
+        assert!(polled.is_pending(), "nothing queued for the session");
+        assert_eq!(
+            counting.0.load(Ordering::SeqCst),
+            1,
+            "the session is woken at once to read the socket"
+        );
     }
 
     #[tokio::test(start_paused = true)]

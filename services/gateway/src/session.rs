@@ -296,7 +296,10 @@ async fn replay(
                 // A past revocation does not apply to a JWT auth just accepted.
                 _ => continue,
             };
-            send(socket, Message::Text(text.into()), slot, expiry.as_mut()).await?;
+            // Under the replay's deadline too: a client trickling its reads
+            // must not hold a replay permit for a page's worth of sends.
+            let sent = send(socket, Message::Text(text.into()), slot, expiry.as_mut());
+            timeout_at(deadline, sent).await.map_err(|_| gave_up())??;
         }
         // Past skipped events too, so the next page starts after them.
         after = last;
@@ -459,7 +462,12 @@ fn connected<'a>(
                         }
                     }
                 },
-                () = expiry.as_mut(), if !past_exp => {
+                () = expiry.as_mut() => {
+                    if past_exp {
+                        // The grace for the refresh verdict ran out too.
+                        tracing::warn!("jwt expired and its refresh was not verified in time");
+                        return End::Close(CloseCode::AuthUnavailable);
+                    }
                     if refresh.is_none() {
                         let Some(token) = unchecked.take() else {
                             tracing::info!("jwt expired without a refresh");
