@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use wsauth_tests::{AuthOptions, Cluster, GatewayOptions, Jwt, STEP, WsClient, wait_until};
 
 #[tokio::test]
@@ -14,6 +17,36 @@ async fn a_binary_frame_closes_with_1003() {
     client.send_binary(b"\x00\x01binary").await;
 
     client.expect_close(1003, STEP).await;
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    let stack = Cluster::single(AuthOptions::default(), GatewayOptions::default()).await;
+    let mut client = WsClient::authenticated(stack.gateway(), "alice").await;
+
+    let not_utf8 = Frame::message(&b"caf\xe9"[..], OpCode::Data(Data::Text), true);
+    client
+        .try_send(Message::Frame(not_utf8))
+        .await
+        .expect("the frame is sent");
+
+    client.expect_close(1007, STEP).await;
+}
+
+#[tokio::test]
+async fn a_protocol_violation_closes_with_1002() {
+    let stack = Cluster::single(AuthOptions::default(), GatewayOptions::default()).await;
+    let mut client = WsClient::authenticated(stack.gateway(), "alice").await;
+
+    // A reserved bit set with no extension negotiated (RFC 6455 §5.2).
+    let mut reserved_bit = Frame::message(&b"hello"[..], OpCode::Data(Data::Text), true);
+    reserved_bit.header_mut().rsv1 = true;
+    client
+        .try_send(Message::Frame(reserved_bit))
+        .await
+        .expect("the frame is sent");
+
+    client.expect_close(1002, STEP).await;
 }
 
 #[tokio::test]

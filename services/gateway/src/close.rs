@@ -22,11 +22,16 @@ pub enum CloseCode {
     Forbidden,
     /// No first frame within `AUTH_TIMEOUT_S`.
     AuthTimeout,
+    /// The client broke the WebSocket protocol (RFC 6455 §7.4.1; not in the
+    /// contract's table, which lists the gateway's own decisions).
+    ProtocolError,
+    /// A text frame that is not UTF-8 (RFC 6455 §7.4.1).
+    InvalidPayload,
 }
 
 impl CloseCode {
     /// Every close code, in the contract table's order.
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 11] = [
         Self::GoingAway,
         Self::Unsupported,
         Self::Policy,
@@ -36,6 +41,8 @@ impl CloseCode {
         Self::Unauthorized,
         Self::Forbidden,
         Self::AuthTimeout,
+        Self::ProtocolError,
+        Self::InvalidPayload,
     ];
 
     /// The WebSocket close code sent to the client.
@@ -50,6 +57,8 @@ impl CloseCode {
             Self::Unauthorized => 4401,
             Self::Forbidden => 4403,
             Self::AuthTimeout => 4408,
+            Self::ProtocolError => 1002,
+            Self::InvalidPayload => 1007,
         }
     }
 
@@ -65,6 +74,8 @@ impl CloseCode {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::AuthTimeout => "authentication timeout",
+            Self::ProtocolError => "protocol error",
+            Self::InvalidPayload => "text frame is not utf-8",
         }
     }
 
@@ -80,6 +91,8 @@ impl CloseCode {
             4401 => Self::Unauthorized,
             4403 => Self::Forbidden,
             4408 => Self::AuthTimeout,
+            1002 => Self::ProtocolError,
+            1007 => Self::InvalidPayload,
             _ => return None,
         })
     }
@@ -89,14 +102,16 @@ impl CloseCode {
 mod tests {
     use super::CloseCode;
 
-    const ALL: [CloseCode; 9] = CloseCode::ALL;
+    const ALL: [CloseCode; 11] = CloseCode::ALL;
 
     #[test]
     fn codes_match_the_contract_table() {
         let codes: Vec<u16> = ALL.iter().map(|c| c.code()).collect();
         assert_eq!(
             codes,
-            [1001, 1003, 1008, 1009, 1011, 4400, 4401, 4403, 4408]
+            [
+                1001, 1003, 1008, 1009, 1011, 4400, 4401, 4403, 4408, 1002, 1007
+            ]
         );
     }
 

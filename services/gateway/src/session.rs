@@ -114,11 +114,22 @@ pub fn run(
     }
 }
 
-/// What a read error means: an over-size frame gets 1009, anything else is
-/// a broken socket.
+/// What a read error means: an over-size frame gets 1009, a protocol
+/// violation 1002, a text frame that is not UTF-8 1007 (RFC 6455 §7.1.7:
+/// fail the connection with a close frame), anything else is a broken socket.
 fn read_error(error: tungstenite::Error) -> End {
+    use tungstenite::error::ProtocolError;
     match error {
         tungstenite::Error::Capacity(_) => End::Close(CloseCode::TooBig),
+        tungstenite::Error::Utf8(_) => End::Close(CloseCode::InvalidPayload),
+        // A TCP close without a close frame: nobody left to tell.
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            End::Gone(Closed::Error)
+        }
+        tungstenite::Error::Protocol(error) => {
+            tracing::debug!(%error, "client broke the websocket protocol");
+            End::Close(CloseCode::ProtocolError)
+        }
         error => {
             tracing::debug!(%error, "websocket read failed");
             End::Gone(Closed::Error)

@@ -114,10 +114,12 @@ pub async fn upgrade(
         .into_response()
 }
 
-/// Checks the upgrade headers as axum's `WebSocketUpgrade` did (same order,
-/// statuses and messages); the `Sec-WebSocket-Accept` value for the 101.
-fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str)> {
-    let refused = |message| (StatusCode::BAD_REQUEST, message);
+/// Checks the upgrade headers (RFC 6455 §4.2.1, in the order axum's
+/// `WebSocketUpgrade` did, with its messages); the `Sec-WebSocket-Accept`
+/// value for the 101. An unsupported version gets 426 naming the one we
+/// speak (§4.2.2), so the client can retry with it.
+fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, BadUpgrade> {
+    let refused = BadUpgrade::Request;
     if !header_contains(headers, header::CONNECTION, "upgrade") {
         return Err(refused("Connection header did not include 'upgrade'"));
     }
@@ -128,12 +130,48 @@ fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static 
         return Err(refused("`Sec-WebSocket-Key` header missing"));
     };
     if !header_eq(headers, header::SEC_WEBSOCKET_VERSION, "13") {
-        return Err(refused(
-            "`Sec-WebSocket-Version` header did not include '13'",
-        ));
+        return Err(BadUpgrade::Version);
+    }
+    if !is_websocket_key(key.as_bytes()) {
+        return Err(refused("`Sec-WebSocket-Key` is not 16 bytes in base64"));
     }
     HeaderValue::try_from(derive_accept_key(key.as_bytes()))
         .map_err(|_| refused("invalid `Sec-WebSocket-Key`"))
+}
+
+/// Why an upgrade request is refused before its token is looked at.
+#[derive(Debug)]
+enum BadUpgrade {
+    /// `400` with this message.
+    Request(&'static str),
+    /// `426` naming the version we speak.
+    Version,
+}
+
+impl IntoResponse for BadUpgrade {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Request(message) => (StatusCode::BAD_REQUEST, message).into_response(),
+            Self::Version => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                )],
+                "`Sec-WebSocket-Version` header did not include '13'",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// Whether `key` is 16 bytes in padded base64: 22 base64 characters and `==`.
+fn is_websocket_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 fn header_eq(headers: &HeaderMap, name: HeaderName, value: &str) -> bool {
@@ -150,4 +188,83 @@ fn header_contains(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
             .split(|&b| b == b',')
             .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+
+    use super::accept_key;
+
+    fn upgrade_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        // RFC 6455 §1.3's example key and its accept value.
+        headers.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        headers
+    }
+
+    #[test]
+    fn a_valid_request_gets_the_rfcs_accept_value() {
+        let accept = accept_key(&upgrade_headers()).expect("a valid upgrade request");
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn an_unsupported_version_gets_426_naming_version_13() {
+        let mut headers = upgrade_headers();
+        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        let refused = accept_key(&headers)
+            .map(|_| ())
+            .map_err(IntoResponse::into_response)
+            .expect_err("version 8 is refused");
+        assert_eq!(refused.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(refused.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+    }
+
+    #[test]
+    fn a_key_that_is_not_16_bytes_of_base64_gets_400() {
+        for key in [
+            "short",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25j!Q==",
+        ] {
+            let mut headers = upgrade_headers();
+            headers.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static(key));
+            let refused = accept_key(&headers)
+                .map(|_| ())
+                .map_err(IntoResponse::into_response)
+                .expect_err("a malformed key is refused");
+            assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{key}");
+        }
+    }
+
+    #[test]
+    fn missing_upgrade_headers_get_400() {
+        for name in [
+            header::CONNECTION,
+            header::UPGRADE,
+            header::SEC_WEBSOCKET_KEY,
+        ] {
+            let mut headers = upgrade_headers();
+            headers.remove(&name);
+            let refused = accept_key(&headers)
+                .map(|_| ())
+                .map_err(IntoResponse::into_response)
+                .expect_err("an incomplete request is refused");
+            assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{name}");
+        }
+    }
 }
