@@ -65,7 +65,8 @@ else
     echo "redis-server not found: auth uses its embedded in-memory store (one replica only)"
 fi
 
-AUTH_LISTEN="$AUTH_ADDR" REDIS_URL="$redis_url" \
+if [[ -n "$redis_url" ]]; then export REDIS_URL="$redis_url"; else unset REDIS_URL; fi
+AUTH_LISTEN="$AUTH_ADDR" \
     INTERNAL_API_KEYS="$WSAUTH_INTERNAL_KEY" ADMIN_API_KEYS="$WSAUTH_ADMIN_KEY" \
     "$BIN/wsauth-auth" &
 pids+=($!)

@@ -72,7 +72,12 @@ pub async fn run(
     // The stream reader and every Subscribe forwarder: `run` returns after they stop.
     let tasks = TaskTracker::new();
     let retention = config.event_retention;
-    let store: Arc<dyn Store> = match &config.redis_url {
+    // An empty REDIS_URL (a template's `REDIS_URL=`) means none, as unset.
+    let redis_url = config
+        .redis_url
+        .as_ref()
+        .filter(|url| !url.expose_secret().trim().is_empty());
+    let store: Arc<dyn Store> = match redis_url {
         Some(url) => Arc::new(
             RedisStore::new(
                 url.expose_secret(),

@@ -226,3 +226,40 @@ fn the_binary_logs_listening_with_its_address_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn an_empty_redis_url_means_the_embedded_store_like_an_unset_one() {
+    let mut child = binary()
+        .env("AUTH_LISTEN", "127.0.0.1:0")
+        .env("JWT_HS256_SECRET", SECRET)
+        .env("REDIS_URL", "")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsauth-auth");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut embedded = false;
+    while !embedded {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(remaining) else {
+            break;
+        };
+        embedded = line.contains("embedded in-memory store");
+    }
+    let still_running = child.try_wait().expect("wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(embedded, "auth announced the embedded store");
+    assert!(still_running, "auth kept serving");
+}
