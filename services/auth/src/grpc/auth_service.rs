@@ -8,7 +8,7 @@ use wsauth_shared::proto::{
     VerifyJwtRequest, VerifyJwtResponse,
 };
 
-use super::{MAX_CREDENTIAL_BYTES, MAX_ID_BYTES, check, millis, timestamp};
+use super::{MAX_CREDENTIAL_BYTES, MAX_ID_BYTES, check, check_user_id, millis, timestamp};
 use crate::authority::Authority;
 use crate::caller::{Caller, Role};
 
@@ -108,12 +108,7 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<RevokeUserResponse>, Status> {
         Caller::of(&request).require(Role::Admin)?;
         let user_id = request.into_inner().user_id;
-        check(
-            &user_id,
-            MAX_ID_BYTES,
-            "user_id is empty",
-            "user_id is longer than 256 bytes",
-        )?;
+        check_user_id(&user_id)?;
         self.authority.revoke_user(&user_id).await?;
         tracing::info!(%user_id, "user revoked");
         Ok(Response::new(RevokeUserResponse {}))

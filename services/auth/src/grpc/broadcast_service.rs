@@ -14,7 +14,7 @@ use wsauth_shared::proto::{
     SubscribeRequest,
 };
 
-use super::{MAX_ID_BYTES, check, timestamp};
+use super::{MAX_ID_BYTES, check, check_user_id, timestamp};
 use crate::caller::{Caller, Role};
 use crate::error::AuthError;
 use crate::events::{Event, EventId, EventKind, Events, HISTORY_MAX, NewEvent, Subscription};
@@ -92,12 +92,7 @@ impl BroadcastService for BroadcastGrpc {
         }
         let kind = match &request.user_id {
             Some(user_id) => {
-                check(
-                    user_id,
-                    MAX_ID_BYTES,
-                    "user_id is empty",
-                    "user_id is longer than 256 bytes",
-                )?;
+                check_user_id(user_id)?;
                 EventKind::Direct
             }
             None => EventKind::Broadcast,
@@ -123,12 +118,7 @@ impl BroadcastService for BroadcastGrpc {
         let request = request.into_inner();
         let after = parse_event_id(&request.after_id)?;
         if let Some(user_id) = &request.user_id {
-            check(
-                user_id,
-                MAX_ID_BYTES,
-                "user_id is empty",
-                "user_id is longer than 256 bytes",
-            )?;
+            check_user_id(user_id)?;
         }
         // 0 is proto3's "unset": the default.
         let limit = match request.limit {
