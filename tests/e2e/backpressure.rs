@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use wsauth_tests::{
-    AuthOptions, Cluster, GatewayOptions, Jwt, STEP, WsClient, collect_events, warm_up,
-};
+use wsauth_tests::{AuthOptions, Cluster, GatewayOptions, WsClient, collect_events, warm_up};
 
 const EVENTS: usize = 200;
 /// Big enough that the kernel buffers between gateway and slow client
@@ -21,19 +19,7 @@ async fn a_slow_consumer_is_closed_with_1008_while_a_fast_one_receives_every_eve
     stack.wait_ready().await;
     let gateway = stack.gateway();
     let mut fast = WsClient::authenticated(gateway, "fast").await;
-    let jwt = Jwt::for_user("slow").sign();
-    let token = gateway.ws_token(&jwt).await;
-    // A tiny receive buffer: once this client stops reading, the gateway's writes block soon.
-    let mut slow = WsClient::connect_to(
-        gateway.addr(),
-        &format!("/ws?token={token}"),
-        &[],
-        Some(4096),
-    )
-    .await
-    .expect("upgrade");
-    slow.send_jwt(&jwt).await;
-    assert_eq!(slow.recv_json(STEP).await["type"], "auth_ok");
+    let mut slow = WsClient::authenticated_slow_reader(gateway, "slow").await;
     warm_up(stack.auth(), &mut [&mut fast, &mut slow]).await;
 
     let fast_reader = tokio::spawn(async move {

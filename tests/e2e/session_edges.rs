@@ -26,18 +26,7 @@ async fn a_client_that_never_reads_is_closed_with_1008_and_leaves_the_registry()
     .await;
     stack.wait_ready().await;
     let gateway = stack.gateway();
-    let jwt = Jwt::for_user("deaf").sign();
-    let token = gateway.ws_token(&jwt).await;
-    let mut deaf = WsClient::connect_to(
-        gateway.addr(),
-        &format!("/ws?token={token}"),
-        &[],
-        Some(4096),
-    )
-    .await
-    .expect("upgrade");
-    deaf.send_jwt(&jwt).await;
-    assert_eq!(deaf.recv_json(STEP).await["type"], "auth_ok");
+    let mut deaf = WsClient::authenticated_slow_reader(gateway, "deaf").await;
     assert_eq!(gateway.gauge("wsauth_gateway_connections_open").await, 1.0);
 
     // ~9 MB, more than the socket buffers hold: the gateway's write blocks.

@@ -96,6 +96,28 @@ impl WsClient {
         Self::authenticated_with(gateway, &Jwt::for_user(user).sign(), user, None).await
     }
 
+    /// The whole flow for `user` over a socket with a tiny receive buffer
+    /// (4 KiB): once this client stops reading, the gateway's writes block soon.
+    pub async fn authenticated_slow_reader(gateway: &TestGateway, user: &str) -> Self {
+        let jwt = Jwt::for_user(user).sign();
+        let token = gateway.ws_token(&jwt).await;
+        let mut client = Self::connect_to(
+            gateway.addr(),
+            &format!("/ws?token={token}"),
+            &[],
+            Some(4096),
+        )
+        .await
+        .unwrap_or_else(|status| panic!("upgrade for {user} refused with {status}"));
+        client.send_jwt(&jwt).await;
+        assert_eq!(
+            client.recv_json(STEP).await,
+            json!({"type": "auth_ok", "user_id": user}),
+            "first frame after a valid jwt frame"
+        );
+        client
+    }
+
     /// The whole flow with a given JWT (whose `sub` is `user`) and an optional
     /// `since` event id.
     pub async fn authenticated_with(
