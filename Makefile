@@ -2,20 +2,37 @@
 # Everything they need is set up here or in the scripts they call.
 
 CARGO ?= cargo
+# Project-local tools (grpcurl in a venv) come first on every recipe's PATH,
+# so the tests find them without anything installed system-wide.
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # Test threads: each end-to-end test starts its own redis-server, auth and
 # gateway processes; a few at a time keeps a 2-core machine responsive.
 TEST_THREADS ?= 4
 
-.PHONY: run test build bench bench-micro jwt fmt lint clean
+.PHONY: run setup tools test test-setup-fresh build bench bench-micro jwt fmt lint clean
 
 ## run: the whole stack locally (redis-server when on PATH, else the embedded store; auth; one gateway)
 run:
 	@bash deploy/run-local.sh
 
+## setup: what the tests need (redis-server, grpcurl in .tools/, the browser tests' npm packages and chromium)
+setup:
+	@bash tests/setup/setup.sh
+
 ## test: every unit, conformance and end-to-end test, against private redis-servers on free ports
-test:
+test: setup test-setup-fresh
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
+
+## test-setup-fresh: the setup step from a fresh clone whose PATH lacks grpcurl (tests/setup/fresh-clone.sh)
+test-setup-fresh:
+	@bash tests/setup/fresh-clone.sh
+
+## tools: where the tests' PATH finds grpcurl and redis-server, and that grpcurl runs
+tools:
+	@command -v grpcurl
+	@command -v redis-server
+	@grpcurl -version
 
 ## build: debug binaries in target/debug
 build:
@@ -44,4 +61,4 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf .run
+	rm -rf .run .tools

