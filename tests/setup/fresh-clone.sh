@@ -52,9 +52,10 @@ if compgen -G "$repo/.tools/wheels/*.whl" >/dev/null; then
 fi
 PATH="$bare_path" SKIP_BROWSER_TESTS=1 make -C "$clone" --no-print-directory -s setup >/dev/null \
     || fail "make setup in a fresh clone"
-found="$(PATH="$bare_path" make -C "$clone" --no-print-directory -s tools | head -n1)"
+# `make tools` prints where the tests' PATH finds grpcurl, then runs it.
+tools="$(PATH="$bare_path" make -C "$clone" --no-print-directory -s tools 2>&1)" \
+    || fail "grpcurl on the tests' PATH does not run: $tools"
+found="${tools%%$'\n'*}"
 [[ "$found" == "$clone/.tools/bin/grpcurl" ]] \
     || fail "the tests' PATH finds grpcurl at '$found', not in the clone's .tools/bin"
-PATH="$bare_path" make -C "$clone" --no-print-directory -s tools >/dev/null \
-    || fail "grpcurl on the tests' PATH does not run"
 echo "fresh-clone: ok: a fresh clone's make setup gives the tests' PATH a working grpcurl"
