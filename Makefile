@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # gateway processes; a few at a time keeps a 2-core machine responsive.
 TEST_THREADS ?= 4
 
-.PHONY: run setup tools test test-setup-fresh build bench bench-micro jwt fmt lint clean
+.PHONY: run setup tools test test-setup-fresh test-js build bench bench-micro jwt fmt lint clean
 
 ## run: the whole stack locally (redis-server when on PATH, else the embedded store; auth; one gateway)
 run:
@@ -20,9 +20,14 @@ setup:
 	@bash tests/setup/setup.sh
 
 ## test: every unit, conformance and end-to-end test, against private redis-servers on free ports
-test: setup test-setup-fresh
+test: setup test-setup-fresh test-js
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
+
+## test-js: the browser client's unit tests (Node's test runner); the browser itself is the e2e test `browser`
+test-js:
+	@if command -v node >/dev/null 2>&1; then node --test services/gateway/web/test/; \
+	else echo "SKIPPED: the browser client's unit tests (node is missing)"; fi
 
 ## test-setup-fresh: the setup step from a fresh clone whose PATH lacks grpcurl (tests/setup/fresh-clone.sh)
 test-setup-fresh:

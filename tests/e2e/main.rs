@@ -13,10 +13,12 @@
 //! - `revocation`: RevokeUser and RevokeJwt;
 //! - `failover`: an auth replica that accepts and never answers;
 //! - `faults`: auth or Redis going away;
-//! - `shutdown`: SIGTERM.
+//! - `shutdown`: SIGTERM;
+//! - `browser`: the browser client in headless Chromium (tests/browser).
 #![forbid(unsafe_code)]
 
 mod backpressure;
+mod browser;
 mod delivery;
 mod failover;
 mod faults;

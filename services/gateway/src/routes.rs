@@ -1,11 +1,14 @@
 //! The HTTP surface: [`app`] builds the router that `run` serves and tests
 //! call with `oneshot`.
 
+mod assets;
+mod cors;
 mod health;
 mod token;
 mod ws;
 
 use axum::Router;
+use axum::middleware;
 use axum::response::Html;
 use axum::routing::get;
 
@@ -19,7 +22,17 @@ const INDEX_HTML: &str = include_str!("../web/index.html");
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
-        .route("/token/ws", get(token::issue))
+        .route("/client.js", get(assets::client_js))
+        .route("/react.js", get(assets::react_js))
+        .route(
+            "/token/ws",
+            get(token::issue)
+                .options(cors::preflight)
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    cors::allow_origin,
+                )),
+        )
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
