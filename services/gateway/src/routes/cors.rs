@@ -27,7 +27,10 @@ pub async fn preflight(State(state): State<AppState>, headers: HeaderMap) -> Res
         // Not a CORS preflight: say what the resource supports.
         return (
             StatusCode::NO_CONTENT,
-            [(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"))],
+            [(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            )],
         )
             .into_response();
     }
@@ -109,7 +112,7 @@ mod tests {
             .expect("infallible")
     }
 
-    fn header<'a>(response: &'a Response, name: header::HeaderName) -> Option<&'a str> {
+    fn header(response: &Response, name: header::HeaderName) -> Option<&str> {
         response.headers().get(name).and_then(|v| v.to_str().ok())
     }
 
@@ -127,11 +130,20 @@ mod tests {
     async fn a_preflight_from_any_origin_is_allowed_when_origins_are_unset() {
         let response = send(state(&[]), Method::OPTIONS, &preflight_headers(PAGE)).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
-        assert_eq!(header(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN), Some(PAGE));
+        assert_eq!(
+            header(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            Some(PAGE)
+        );
         assert_eq!(header(&response, header::VARY), Some("Origin"));
-        let allowed = header(&response, header::ACCESS_CONTROL_ALLOW_HEADERS).expect("allow-headers");
-        assert!(allowed.split(',').any(|h| h.trim().eq_ignore_ascii_case("authorization")));
-        let methods = header(&response, header::ACCESS_CONTROL_ALLOW_METHODS).expect("allow-methods");
+        let allowed =
+            header(&response, header::ACCESS_CONTROL_ALLOW_HEADERS).expect("allow-headers");
+        assert!(
+            allowed
+                .split(',')
+                .any(|h| h.trim().eq_ignore_ascii_case("authorization"))
+        );
+        let methods =
+            header(&response, header::ACCESS_CONTROL_ALLOW_METHODS).expect("allow-methods");
         assert!(methods.contains("GET"), "{methods}");
     }
 
@@ -140,12 +152,23 @@ mod tests {
         let listed = state(&[PAGE, "http://other.example"]);
         let response = send(listed.clone(), Method::OPTIONS, &preflight_headers(PAGE)).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
-        assert_eq!(header(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN), Some(PAGE));
+        assert_eq!(
+            header(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            Some(PAGE)
+        );
 
-        let response = send(listed, Method::OPTIONS, &preflight_headers("http://evil.example")).await;
+        let response = send(
+            listed,
+            Method::OPTIONS,
+            &preflight_headers("http://evil.example"),
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(header(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN), None);
-        assert_eq!(header(&response, header::ACCESS_CONTROL_ALLOW_HEADERS), None);
+        assert_eq!(
+            header(&response, header::ACCESS_CONTROL_ALLOW_HEADERS),
+            None
+        );
         assert_eq!(header(&response, header::VARY), Some("Origin"));
     }
 
@@ -154,15 +177,28 @@ mod tests {
         let listed = state(&[PAGE]);
         let jwt = [("origin", PAGE), ("authorization", "Bearer a.b.c")];
         let response = send(listed.clone(), Method::GET, &jwt).await;
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "auth is down");
-        assert_eq!(header(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN), Some(PAGE));
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "auth is down"
+        );
+        assert_eq!(
+            header(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            Some(PAGE)
+        );
         assert_eq!(header(&response, header::VARY), Some("Origin"));
 
         let response = send(listed.clone(), Method::GET, &[("origin", PAGE)]).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(header(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN), Some(PAGE));
+        assert_eq!(
+            header(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            Some(PAGE)
+        );
 
-        let foreign = [("origin", "http://evil.example"), ("authorization", "Bearer a.b.c")];
+        let foreign = [
+            ("origin", "http://evil.example"),
+            ("authorization", "Bearer a.b.c"),
+        ];
         let response = send(listed.clone(), Method::GET, &foreign).await;
         assert_eq!(header(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN), None);
         assert_eq!(header(&response, header::VARY), Some("Origin"));
