@@ -1,10 +1,12 @@
 //! What both wsauth services share, and nothing more:
+//! - [`event_id`]: the one event id parser, with auth's rules;
 //! - [`proto`]: the generated `wsauth.v1` messages, clients and servers, and
 //!   the descriptor set that auth serves through reflection;
 //! - [`telemetry`]: tracing set up from `RUST_LOG` and `LOG_FORMAT`;
 //! - [`shutdown`]: one future for SIGTERM or Ctrl-C.
 #![forbid(unsafe_code)]
 
+pub mod event_id;
 pub mod proto;
 pub mod shutdown;
 pub mod telemetry;

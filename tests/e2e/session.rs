@@ -56,6 +56,22 @@ async fn first_frames_that_are_not_a_jwt_frame_close_with_4400() {
 }
 
 #[tokio::test]
+async fn a_since_that_auth_would_refuse_closes_with_4400_not_1011() {
+    let stack = stack(GatewayOptions::default()).await;
+    let jwt = Jwt::for_user("alice").sign();
+
+    // Epochs are letters and digits: `a-b` is malformed for auth, so the
+    // gateway must refuse it itself rather than pass it on and fail.
+    for since in ["a-b:1-0", "ab:+1-0", "nope"] {
+        let mut client = upgraded(stack.gateway(), "alice").await;
+        client
+            .send_text(&json!({"type": "jwt", "token": jwt, "since": since}).to_string())
+            .await;
+        client.expect_close(4400, STEP).await;
+    }
+}
+
+#[tokio::test]
 async fn invalid_jwts_close_with_4401_and_nothing_before() {
     let stack = stack(GatewayOptions::default()).await;
     let alice = || Jwt::for_user("alice");

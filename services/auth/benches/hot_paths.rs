@@ -10,7 +10,7 @@ use serde_json::json;
 use wsauth_auth::Config;
 use wsauth_auth::clock::now_ms;
 use wsauth_auth::jwt::JwtVerifier;
-use wsauth_auth::ws_token::{TokenHash, TokenRecord, WsToken};
+use wsauth_auth::ws_token::{TokenHash, WsToken};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -28,15 +28,6 @@ fn ws_tokens(c: &mut Criterion) {
     let token = WsToken::generate().expect("the OS CSPRNG works").text;
     c.bench_function("ws_token/hash+key (validate)", |b| {
         b.iter(|| black_box(TokenHash::of(black_box(&token)).key()))
-    });
-    let record = TokenRecord {
-        issued_ms: now_ms(),
-        expires_ms: now_ms() + 60_000,
-        user_id: "user-1234".into(),
-    };
-    let encoded = record.encode();
-    c.bench_function("ws_token/record decode", |b| {
-        b.iter(|| black_box(TokenRecord::decode(black_box(encoded.as_bytes()))))
     });
 }
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::clock::now_ms;
 use crate::error::AuthError;
-use crate::events::{EventKind, Events, NewEvent};
+use crate::event::{EventKind, NewEvent};
+use crate::events::Events;
 use crate::jwt::{Claims, JwtVerifier};
 use crate::revocation;
 use crate::store::{IssueRequest, Store};

@@ -1,8 +1,7 @@
-//! The errors of the auth domain and their one mapping to gRPC status codes.
+//! The errors of the auth domain and of its store, and their one mapping to
+//! gRPC status codes. A leaf: every other module may return these.
 
 use tonic::Status;
-
-use crate::store::StoreError;
 
 /// Why a request failed, in the contract's terms.
 ///
@@ -30,6 +29,20 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// A store failure. Never carries a token.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Unreachable, timed out or refused: the caller may retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with data this version cannot read.
+    #[error("store returned unexpected data: {0}")]
+    Corrupt(String),
+    /// The store refused the command (wrong type, script error, missing
+    /// permission, unsupported version): retrying will not help, an operator must look.
+    #[error("store refused the command: {0}")]
+    Failed(String),
+}
 impl From<AuthError> for Status {
     fn from(error: AuthError) -> Self {
         match error {

@@ -1,15 +1,14 @@
-//! The broadcast event stream: ids, events, and the resumable read path
-//! (History and Subscribe) on top of a [`Store`].
+//! The resumable read path of the event stream (History and Subscribe)
+//! and Publish, on top of a [`Store`].
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
 use crate::error::AuthError;
-use crate::store::{Live, Store, event_bytes};
+use crate::event::{Event, EventId, NewEvent, event_bytes};
+use crate::store::{Live, Store};
 
 /// How many events one store read returns, for History and Subscribe catch-up.
 const READ_CHUNK: usize = 500;
@@ -21,155 +20,6 @@ pub const HISTORY_MAX: usize = 1000;
 /// The most data one History reply carries (beyond its first event), well
 /// under the gRPC 4 MiB message limit: a caller pages on from the last id.
 pub const HISTORY_MAX_BYTES: usize = 3 * 1024 * 1024;
-
-/// A position inside one epoch of the stream: Redis's `<ms>-<seq>`, ordered numerically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct StreamSeq {
-    /// Milliseconds part (the append time).
-    pub ms: u64,
-    /// Sequence within the millisecond.
-    pub seq: u64,
-}
-
-impl FromStr for StreamSeq {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let (ms, seq) = s.split_once('-').ok_or(())?;
-        Ok(Self {
-            ms: ms.parse().map_err(|_| ())?,
-            seq: seq.parse().map_err(|_| ())?,
-        })
-    }
-}
-
-impl fmt::Display for StreamSeq {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
-
-/// An event id, `"<epoch>:<ms>-<seq>"`. Ids compare only within one epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct EventId {
-    /// The stream epoch: random hex, new whenever the stream is (re)created.
-    pub epoch: String,
-    /// The position within the epoch.
-    pub seq: StreamSeq,
-}
-
-/// An event id string that does not parse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadEventId;
-
-impl FromStr for EventId {
-    type Err = BadEventId;
-    fn from_str(s: &str) -> Result<Self, BadEventId> {
-        let (epoch, seq) = s.split_once(':').ok_or(BadEventId)?;
-        if epoch.is_empty() || !epoch.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(BadEventId);
-        }
-        Ok(Self {
-            epoch: epoch.to_owned(),
-            seq: seq.parse().map_err(|()| BadEventId)?,
-        })
-    }
-}
-
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.epoch, self.seq)
-    }
-}
-
-/// A new random epoch: 8 hex digits.
-pub fn new_epoch() -> String {
-    format!("{:08x}", rand::random::<u32>())
-}
-
-/// What an event asks the gateways to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// `data` for every authenticated connection.
-    Broadcast,
-    /// `data` for the connections of `user_id`.
-    Direct,
-    /// Close the connections of `user_id` (RevokeUser).
-    Disconnect,
-}
-
-impl EventKind {
-    /// The one-letter tag stored with the event.
-    pub fn tag(self) -> &'static str {
-        match self {
-            Self::Broadcast => "b",
-            Self::Direct => "d",
-            Self::Disconnect => "x",
-        }
-    }
-
-    /// Reads [`EventKind::tag`].
-    pub fn from_tag(tag: &[u8]) -> Option<Self> {
-        match tag {
-            b"b" => Some(Self::Broadcast),
-            b"d" => Some(Self::Direct),
-            b"x" => Some(Self::Disconnect),
-            _ => None,
-        }
-    }
-}
-
-/// An event to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEvent {
-    /// What to do.
-    pub kind: EventKind,
-    /// The target user (DIRECT, DISCONNECT).
-    pub user_id: Option<String>,
-    /// The payload (empty for DISCONNECT).
-    pub data: String,
-}
-
-/// An appended event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Its id; `id.seq.ms` is the append time.
-    pub id: EventId,
-    /// What to do.
-    pub kind: EventKind,
-    /// The target user (DIRECT, DISCONNECT).
-    pub user_id: Option<String>,
-    /// The payload.
-    pub data: String,
-}
-
-impl Event {
-    /// Whether History for `user_id` (None: broadcasts only) includes this event.
-    pub fn is_for(&self, user_id: Option<&str>) -> bool {
-        match self.kind {
-            EventKind::Broadcast => true,
-            EventKind::Direct | EventKind::Disconnect => {
-                user_id.is_some() && self.user_id.as_deref() == user_id
-            }
-        }
-    }
-}
-
-/// One read from the stream, with what the caller needs to judge `after`.
-#[derive(Debug, Clone, Default)]
-pub struct EventChunk {
-    /// The stream's current epoch; None when the stream does not exist.
-    pub epoch: Option<String>,
-    /// When trimming removed events: the oldest retained position (ids
-    /// before it may be gone, so resuming from them could miss events).
-    pub first_kept: Option<StreamSeq>,
-    /// The last id the stream ever generated (0-0 when none): an id after
-    /// it was never handed out in this epoch.
-    pub last: StreamSeq,
-    /// Events strictly after the requested id, oldest first.
-    pub events: Vec<Event>,
-    /// The read reached the end of the stream (no more events after `events`).
-    pub complete: bool,
-}
 
 /// The read side of the stream: History and resumable subscriptions.
 #[derive(Clone)]
@@ -254,7 +104,7 @@ impl Events {
     ) -> Result<(Vec<Event>, bool), AuthError> {
         let chunk = self.store.read_after(after, count, max_bytes).await?;
         match chunk.epoch.as_deref() {
-            Some(epoch) if epoch == after.epoch => {}
+            Some(epoch) if epoch == &*after.epoch => {}
             Some(epoch) => {
                 return Err(AuthError::OutOfRange(format!(
                     "event id {after} is from another stream epoch (current epoch {epoch}): \
@@ -336,7 +186,7 @@ impl Subscription {
     /// OUT_OF_RANGE when the subscriber's position belongs to an epoch other than `epoch`.
     fn check_epoch(&self, epoch: &str) -> Result<(), AuthError> {
         match &self.cursor {
-            Some(cursor) if cursor.epoch != epoch => Err(AuthError::OutOfRange(format!(
+            Some(cursor) if &*cursor.epoch != epoch => Err(AuthError::OutOfRange(format!(
                 "the event stream was reset by redis after {cursor} (new epoch {epoch:?}): \
                  events may have been lost; resubscribe without after_id"
             ))),
@@ -364,42 +214,5 @@ impl Subscription {
         }
         self.pending.extend(chunk.into_iter().map(Arc::new));
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_ids_parse_and_print() {
-        let id: EventId = "ab12:1700000000000-3".parse().expect("valid id");
-        assert_eq!(id.epoch, "ab12");
-        assert_eq!(
-            id.seq,
-            StreamSeq {
-                ms: 1_700_000_000_000,
-                seq: 3
-            }
-        );
-        assert_eq!(id.to_string(), "ab12:1700000000000-3");
-        for bad in [
-            "",
-            "ab12",
-            ":1-2",
-            "ab12:1",
-            "ab12:x-1",
-            "ab:12:1-2",
-            "a b:1-2",
-        ] {
-            assert_eq!(bad.parse::<EventId>(), Err(BadEventId), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn positions_order_numerically() {
-        let a: StreamSeq = "9-5".parse().expect("valid");
-        let b: StreamSeq = "10-0".parse().expect("valid");
-        assert!(a < b);
     }
 }

@@ -16,6 +16,7 @@ pub mod caller;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod events;
 pub mod grpc;
 pub mod jwt;

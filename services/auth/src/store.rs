@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{broadcast, watch};
 
-use crate::events::{Event, EventChunk, EventId, NewEvent};
+pub use crate::error::StoreError;
+use crate::event::{Event, EventChunk, EventId, NewEvent};
 use crate::ws_token::{TokenHash, TokenRecord};
 
 pub mod memory;
@@ -21,21 +22,6 @@ pub use redis::RedisStore;
 
 /// How many events the in-process fan-out buffers per subscriber before it lags.
 pub const FANOUT_CAPACITY: usize = 4096;
-
-/// A store failure. Never carries a token.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Unreachable, timed out or refused: the caller may retry later.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The store answered with data this version cannot read.
-    #[error("store returned unexpected data: {0}")]
-    Corrupt(String),
-    /// The store refused the command (wrong type, script error, missing
-    /// permission, unsupported version): retrying will not help, an operator must look.
-    #[error("store refused the command: {0}")]
-    Failed(String),
-}
 
 /// What the live fan-out carries.
 #[derive(Debug, Clone)]
@@ -143,9 +129,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the live fan-out is working, and changes to it (for health).
     fn live_ready(&self) -> watch::Receiver<bool>;
-}
-
-/// The approximate wire size of an event, for byte budgets.
-pub fn event_bytes(event: &Event) -> usize {
-    event.data.len() + event.user_id.as_ref().map_or(0, String::len) + event.id.epoch.len() + 48
 }

@@ -6,8 +6,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use crate::store::StoreError;
-
 /// Store key prefix of a ws token hash.
 const KEY_PREFIX: &str = "wsauth:wst:";
 
@@ -69,7 +67,7 @@ impl fmt::Debug for TokenHash {
     }
 }
 
-/// What the store holds for a ws token.
+/// What the store holds for a ws token (each store decodes its own form).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
     /// When the token was issued (Unix ms), compared with a user's revocation cutoff.
@@ -78,34 +76,6 @@ pub struct TokenRecord {
     pub expires_ms: u64,
     /// The JWT `sub` it is bound to.
     pub user_id: String,
-}
-
-impl TokenRecord {
-    /// `"<issued_ms> <expires_ms> <user_id>"`: the user id goes last so it may hold spaces.
-    pub fn encode(&self) -> String {
-        format!("{} {} {}", self.issued_ms, self.expires_ms, self.user_id)
-    }
-
-    /// Parses [`TokenRecord::encode`]'s output.
-    pub fn decode(value: &[u8]) -> Result<Self, StoreError> {
-        let corrupt = || StoreError::Corrupt("malformed ws token record".into());
-        let text = std::str::from_utf8(value).map_err(|_| corrupt())?;
-        let mut parts = text.splitn(3, ' ');
-        let issued_ms = parts
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(corrupt)?;
-        let expires_ms = parts
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(corrupt)?;
-        let user_id = parts.next().ok_or_else(corrupt)?.to_owned();
-        Ok(Self {
-            issued_ms,
-            expires_ms,
-            user_id,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -136,20 +106,5 @@ mod tests {
         assert!(key.starts_with("wsauth:wst:"));
         assert_eq!(key.len(), 11 + 64);
         assert!(!key.contains(&token.text));
-    }
-
-    #[test]
-    fn records_round_trip_with_spaces_in_user_ids() {
-        let record = TokenRecord {
-            issued_ms: 1,
-            expires_ms: 2,
-            user_id: "a b".into(),
-        };
-        assert_eq!(
-            TokenRecord::decode(record.encode().as_bytes()).expect("valid"),
-            record
-        );
-        assert!(TokenRecord::decode(b"x 2 u").is_err());
-        assert!(TokenRecord::decode(b"1 2").is_err());
     }
 }

@@ -17,7 +17,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use wsauth_auth::clock::now_ms;
 use wsauth_auth::error::AuthError;
-use wsauth_auth::events::{EventKind, Events, NewEvent};
+use wsauth_auth::event::{EventKind, NewEvent};
+use wsauth_auth::events::Events;
 use wsauth_auth::store::{RedisStore, StoreError};
 use wsauth_shared::proto::{
     HistoryRequest, IssueWsTokenRequest, PublishRequest, RevokeUserRequest, SubscribeRequest,

@@ -8,7 +8,7 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wsauth_auth::clock::now_ms;
-use wsauth_auth::events::{EventId, EventKind, NewEvent, StreamSeq};
+use wsauth_auth::event::{EventId, EventKind, NewEvent, StreamSeq};
 use wsauth_auth::store::{IssueRequest, Live, MemoryStore, RedisStore, RevocationState, Store};
 use wsauth_auth::ws_token::{TokenRecord, WsToken};
 use wsauth_tests::TestRedis;
@@ -327,7 +327,7 @@ mod suite {
                 .all(|w| w[0].seq < w[1].seq && w[0].epoch == w[1].epoch)
         );
         let chunk = store.read_after(&ids[1], 100, 1 << 20).await.expect("read");
-        assert_eq!(chunk.epoch.as_deref(), Some(ids[0].epoch.as_str()));
+        assert_eq!(chunk.epoch.as_deref(), Some(&*ids[0].epoch));
         let data: Vec<_> = chunk.events.iter().map(|e| e.data.as_str()).collect();
         assert_eq!(data, ["e2", "e3", "e4", "d"]);
         assert_eq!(chunk.events[3].kind, EventKind::Direct);

@@ -17,7 +17,8 @@ use wsauth_shared::proto::{
 use super::{MAX_ID_BYTES, check, check_user_id, timestamp};
 use crate::caller::{Caller, Role};
 use crate::error::AuthError;
-use crate::events::{Event, EventId, EventKind, Events, HISTORY_MAX, NewEvent, Subscription};
+use crate::event::{Event, EventId, EventKind, NewEvent};
+use crate::events::{Events, HISTORY_MAX, Subscription};
 
 /// Events buffered per subscriber between its producer task and the transport.
 const SUBSCRIBER_QUEUE: usize = 256;

@@ -7,12 +7,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::{broadcast, watch};
 
-use super::{
-    FANOUT_CAPACITY, IssueRequest, Live, RevocationState, Store, StoreError, TakenToken,
-    event_bytes,
-};
+use super::{FANOUT_CAPACITY, IssueRequest, Live, RevocationState, Store, StoreError, TakenToken};
 use crate::clock::now_ms;
-use crate::events::{Event, EventChunk, EventId, NewEvent, StreamSeq, new_epoch};
+use crate::event::{Event, EventChunk, EventId, NewEvent, StreamSeq, event_bytes, new_epoch};
 use crate::revocation;
 use crate::ws_token::{TokenHash, TokenRecord};
 
@@ -186,7 +183,7 @@ impl Store for MemoryStore {
         state.last = seq;
         let event = Event {
             id: EventId {
-                epoch: self.inner.epoch.clone(),
+                epoch: self.inner.epoch.as_str().into(),
                 seq,
             },
             kind: event.kind,
@@ -213,7 +210,7 @@ impl Store for MemoryStore {
         let start = state.events.partition_point(|e| e.id.seq <= after.seq);
         let mut events = Vec::new();
         let mut complete = true;
-        if after.epoch == self.inner.epoch {
+        if *after.epoch == *self.inner.epoch {
             let mut bytes = 0;
             for event in state.events.iter().skip(start) {
                 if events.len() == count || (!events.is_empty() && bytes >= max_bytes) {
