@@ -264,7 +264,11 @@ async function main() {
     await ask("revoke", { user: "carol" });
     await react.waitForFunction(() => document.getElementById("ready").textContent === "false", null, { timeout: STEP_MS });
     assert.equal(JSON.parse(await react.textContent("#error")).code, 4401);
-    const readyStates = await react.evaluate(() => window.readyStates);
+    const rendered = await react.evaluate(() => window.rendered);
+    for (const { readyState, state } of rendered) {
+      assert.equal(readyState, state === "open", `readyState ${readyState} in state ${state}`);
+    }
+    const readyStates = rendered.map((r) => r.readyState).filter((r, i, all) => i === 0 || r !== all[i - 1]);
     assert.deepEqual(readyStates, [false, true, false], "readyState as rendered");
     note("react app: readyState", readyStates.join(" > "));
 

@@ -1,6 +1,6 @@
 // A small React app on the hook, bundled by e2e.mjs with esbuild: it shows
 // readyState, state, user, the last data and the auth error, and records
-// every readyState it rendered in window.readyStates.
+// every (readyState, state) pair it rendered in window.rendered.
 import { useEffect } from "react";
 import { createRoot } from "react-dom/client";
 import { useWsAuth } from "wsauth-react";
@@ -14,13 +14,13 @@ async function getJwt() {
   return response.text();
 }
 
-window.readyStates = [];
+window.rendered = [];
 
 function App() {
   const { readyState, state, data, send, userId, error } = useWsAuth({ url: gateway, getJwt });
   useEffect(() => {
-    window.readyStates.push(readyState);
-  }, [readyState]);
+    window.rendered.push({ readyState, state });
+  }, [readyState, state]);
   return (
     <main>
       <p>
