@@ -24,10 +24,15 @@ test: setup test-setup-fresh test-js
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
 
-## test-js: the browser client's unit tests (Node's test runner); the browser itself is the e2e test `browser`
+## test-js: the browser client's unit tests (Node's test runner) and a tsc --strict check of its
+## types (tests/browser/types.ts); the browser itself is the e2e test `browser`
+TSC := tests/browser/node_modules/typescript/bin/tsc
 test-js:
 	@if command -v node >/dev/null 2>&1; then node --test services/gateway/web/test/; \
 	else echo "SKIPPED: the browser client's unit tests (node is missing)"; fi
+	@if [ -f $(TSC) ]; then node $(TSC) --noEmit --strict --lib es2022,dom --module nodenext \
+		--moduleResolution nodenext tests/browser/types.ts && echo "types: index.d.ts and react.d.ts check"; \
+	else echo "SKIPPED: the type check (no tests/browser/node_modules: SKIP_BROWSER_TESTS=1)"; fi
 
 ## test-setup-fresh: the setup step from a fresh clone whose PATH lacks grpcurl (tests/setup/fresh-clone.sh)
 test-setup-fresh:

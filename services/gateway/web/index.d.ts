@@ -50,9 +50,19 @@ export declare class WsAuthClient extends EventTarget {
     listener: (event: WsAuthEvent<K>) => void,
     options?: boolean | AddEventListenerOptions,
   ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
   removeEventListener<K extends keyof WsAuthEventDetails>(
     type: K,
     listener: (event: WsAuthEvent<K>) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
     options?: boolean | EventListenerOptions,
   ): void;
 }
