@@ -443,3 +443,43 @@ async fn subscribe_and_history_refuse_an_after_id_of_another_epoch_with_out_of_r
         "Subscribe: {status:?}"
     );
 }
+
+#[tokio::test]
+async fn a_since_ahead_of_the_stream_still_gets_every_live_event() {
+    let cluster = Cluster::single(AuthOptions::default(), GatewayOptions::default()).await;
+    cluster.wait_ready().await;
+    let auth = cluster.auth();
+    let mut bob = WsClient::authenticated(cluster.gateway(), "bob").await;
+    warm_up(auth, &mut [&mut bob]).await;
+    let seen = auth.publish("before", None).await;
+    assert_eq!(bob.recv_type("broadcast", STEP).await["id"], seen);
+
+    // Same epoch, far ahead: a stream rolled back, or an id from the future.
+    let (epoch, _) = seen.rsplit_once(':').expect("ids are epoch:millis-seq");
+    let ahead = format!("{epoch}:99999999999999-0");
+    let jwt = Jwt::for_user("alice").sign();
+    let token = cluster.gateway().ws_token(&jwt).await;
+    let mut alice = WsClient::connect(cluster.gateway().addr(), &token, None)
+        .await
+        .expect("upgrade");
+    alice
+        .send_json(&json!({"type": "jwt", "token": jwt, "since": ahead}))
+        .await;
+    let first = alice.recv_json(STEP).await;
+    assert_eq!(
+        (&first["type"], &first["user_id"]),
+        (&json!("auth_ok"), &json!("alice")),
+        "{first}"
+    );
+
+    let broadcast = auth.publish("live-broadcast", None).await;
+    let direct = auth.publish("live-direct", Some("alice")).await;
+    assert_eq!(
+        alice.recv_json(STEP).await,
+        json!({"type": "broadcast", "id": broadcast, "data": "live-broadcast"})
+    );
+    assert_eq!(
+        alice.recv_json(STEP).await,
+        json!({"type": "message", "id": direct, "data": "live-direct"})
+    );
+}
