@@ -7,7 +7,7 @@ use std::hint::black_box;
 use futures::FutureExt as _;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use wsauth_gateway::auth_client::{Event, EventAction};
+use wsauth_gateway::event::{Event, EventAction};
 use wsauth_gateway::hub::Hub;
 use wsauth_gateway::message::{self, ClientFrame};
 use wsauth_gateway::metrics::Metrics;

@@ -1,12 +1,14 @@
 //! The wsauth gateway: WebSockets authenticated in two phases against auth.
 //!
-//! One request, end to end:
-//! 1. [`routes`] `GET /token/ws` trades a JWT for a ws token (auth's IssueWsToken);
-//! 2. `GET /ws?token=` checks Origin, then ValidateToken, and only then answers 101;
-//! 3. [`session`] waits for the `{"type":"jwt"}` frame, VerifyJwt, same user → `auth_ok`;
-//! 4. the session registers with the [`hub::Hub`], which the [`subscriber::Subscriber`]
-//!    feeds from auth's Subscribe stream; the session echoes, refreshes, pings, and
-//!    closes with the contract's [`close::CloseCode`].
+//! One request, end to end, and the modules it passes through:
+//! 1. [`routes`] `GET /token/ws` trades a JWT for a ws token through the
+//!    [`auth_client`] (IssueWsToken, with endpoint failover and deadlines);
+//! 2. `GET /ws?token=` checks Origin, then ValidateToken, and only then answers
+//!    101 over a [`socket`], whose writer sends each text frame from its shared bytes;
+//! 3. a [`session`] waits for the `{"type":"jwt"}` frame, VerifyJwt, same user →
+//!    `auth_ok`, replays `since`, then echoes, refreshes and closes with a [`close`] code;
+//! 4. the session registers with the [`hub`], which the [`subscriber`] feeds with
+//!    [`event`]s from auth's Subscribe stream, and whose driver pings every socket.
 //!
 //! [`run`] owns the server; `main.rs` only parses config and binds.
 #![forbid(unsafe_code)]
@@ -15,6 +17,7 @@ pub mod auth_client;
 pub mod close;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod hub;
 pub mod message;
 pub mod metrics;
@@ -69,7 +72,7 @@ pub async fn run(
         config.auth_call_timeout(),
         metrics.clone(),
     )?;
-    let (state, tick_tx) = AppState::new(&config, auth.clone(), metrics.clone());
+    let state = AppState::new(&config, auth.clone(), metrics.clone());
     let cancel = state.shutdown.clone();
     let tracker = state.tracker.clone();
 
@@ -85,21 +88,13 @@ pub async fn run(
         }
         .run(),
     );
-
-    // One timer for every session's keepalive instead of one per socket.
-    let ping_interval = config.ping_interval();
-    let ticker_cancel = cancel.clone();
-    tracker.spawn(async move {
-        let mut interval =
-            tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = ticker_cancel.cancelled() => break,
-                _ = interval.tick() => tick_tx.send_modify(|n| *n = n.wrapping_add(1)),
-            }
-        }
-    });
+    // One task pings every socket (no timer per socket) and closes them on shutdown.
+    tracker.spawn(
+        state
+            .hub
+            .clone()
+            .drive(config.ping_interval(), cancel.clone()),
+    );
 
     let server = serve(
         listener,

@@ -14,11 +14,8 @@ pub use wsauth_shared::event_id::EventId;
 /// a credential: Debug redacts it.
 #[derive(Debug)]
 pub enum ClientFrame {
-    /// `{"type":"jwt","token":…}`, optionally `"since":"<event id>"`.
-    Jwt {
-        token: SecretString,
-        since: Option<EventId>,
-    },
+    /// `{"type":"jwt","token":…}` after the first frame: a refresh.
+    Jwt { token: SecretString },
     /// Anything else (valid JSON or not): echoed after authentication.
     Other,
 }
@@ -74,7 +71,7 @@ impl ClientFrame {
             return Self::Other;
         };
         match jwt_token(&raw) {
-            Ok(token) => Self::Jwt { token, since: None },
+            Ok(token) => Self::Jwt { token },
             Err(_) => Self::Other,
         }
     }
@@ -143,10 +140,7 @@ mod tests {
     /// A later frame: `Some(token)` for a refresh, `None` for an echo.
     fn later(text: &str) -> Option<String> {
         match ClientFrame::parse_later(text) {
-            ClientFrame::Jwt { token, since } => {
-                assert_eq!(since, None, "since is ignored after the first frame");
-                Some(token.expose_secret().to_owned())
-            }
+            ClientFrame::Jwt { token } => Some(token.expose_secret().to_owned()),
             ClientFrame::Other => None,
         }
     }

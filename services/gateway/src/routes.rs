@@ -69,7 +69,7 @@ mod tests {
             metrics.clone(),
         )
         .expect("valid url");
-        AppState::new(&cfg, auth, metrics).0
+        AppState::new(&cfg, auth, metrics)
     }
 
     async fn get(state: AppState, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {

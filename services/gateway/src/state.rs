@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,15 +33,11 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks sessions so shutdown can wait for them.
     pub tracker: TaskTracker,
-    /// Ticks once per ping interval for every session: one timer for all.
-    pub ping_tick: watch::Receiver<u64>,
 }
 
 impl AppState {
-    /// Builds the state and the sender of the shared ping tick (driven by `run`).
-    pub fn new(config: &Config, auth: AuthClient, metrics: Metrics) -> (Self, watch::Sender<u64>) {
-        let (tick_tx, ping_tick) = watch::channel(0);
-        let state = Self {
+    pub fn new(config: &Config, auth: AuthClient, metrics: Metrics) -> Self {
+        Self {
             auth,
             hub: Hub::new(metrics.clone()),
             metrics,
@@ -60,9 +55,7 @@ impl AppState {
                 .collect(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            ping_tick,
-        };
-        (state, tick_tx)
+        }
     }
 
     /// Whether a browser at `origin` may open a socket.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth_client::{AuthCallError, AuthClient, ErrorKind, Incoming};
+use crate::event::EventId;
 use crate::hub::Hub;
-use crate::message::EventId;
 use crate::metrics::Metrics;
 
 /// Exponential backoff with full jitter between resubscribe attempts.
@@ -177,7 +177,8 @@ mod tests {
 
     #[tokio::test]
     async fn unreadable_events_are_skipped_and_move_the_resume_point() {
-        use crate::auth_client::{Event, EventAction, Unreadable};
+        use crate::auth_client::Unreadable;
+        use crate::event::{Event, EventAction};
         let metrics = Metrics::default();
         let client = AuthClient::new(
             &["http://127.0.0.1:9".to_owned()],

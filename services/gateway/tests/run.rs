@@ -108,7 +108,7 @@ async fn spawn_serve(header_read_timeout: Duration) -> (SocketAddr, Cancellation
         metrics.clone(),
     )
     .expect("valid url");
-    let (state, _tick) = AppState::new(&config, auth, metrics);
+    let state = AppState::new(&config, auth, metrics);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let cancel = CancellationToken::new();

@@ -1,0 +1,24 @@
+//! The events of auth's stream as the gateway sees them: an ordered id and
+//! what the event asks the gateway to do.
+
+pub use crate::message::EventId;
+
+/// What an event asks the gateway to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventAction {
+    /// To every authenticated connection.
+    Broadcast { data: String },
+    /// To every connection of one user.
+    Direct { user_id: String, data: String },
+    /// Close every connection of one user with 4401 (RevokeUser).
+    Disconnect { user_id: String },
+}
+
+/// One event of auth's stream.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: EventId,
+    /// The id as auth wrote it, sent to clients unchanged.
+    pub id_text: String,
+    pub action: EventAction,
+}
