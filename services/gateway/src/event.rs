@@ -1,7 +1,7 @@
 //! The events of auth's stream as the gateway sees them: an ordered id and
 //! what the event asks the gateway to do.
 
-pub use crate::message::EventId;
+pub use wsauth_shared::event_id::EventId;
 
 /// What an event asks the gateway to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -98,7 +98,7 @@ mod tests {
             metrics.clone(),
         )
         .expect("valid url");
-        AppState::new(&cfg, auth, metrics).0
+        AppState::new(&cfg, auth, metrics)
     }
 
     async fn send(state: AppState, method: Method, headers: &[(&str, &str)]) -> Response {
