@@ -13,8 +13,6 @@ pub enum LogFormat {
     Json,
 }
 
-impl LogFormat {}
-
 impl std::str::FromStr for LogFormat {
     type Err = String;
 
