@@ -31,7 +31,10 @@ fi
 source "$RUN_DIR/env"
 export JWT_HS256_SECRET
 
-cargo build --quiet --bins -p wsauth-auth -p wsauth-gateway
+# Progress on stderr (stdout stays the JWT for `make jwt`): a first build
+# takes minutes, which must not look like a hang.
+echo "==> building wsauth-auth and wsauth-gateway (debug; the first build takes a few minutes)" >&2
+cargo build --bins -p wsauth-auth -p wsauth-gateway
 BIN=target/debug
 
 if [[ "${1:-}" == "--mint-jwt" ]]; then
