@@ -233,9 +233,14 @@ async fn handshakes_answer_503_while_auth_is_unreachable() {
 
 #[tokio::test]
 async fn a_gateway_whose_auth_never_answers_still_serves_health_and_503s() {
-    let port = wsauth_tests::free_port();
+    // Bound and never accepted from: connections complete in the kernel's
+    // backlog and then nothing answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = silent
+        .local_addr()
+        .expect("a bound listener has an address");
     let gateway = wsauth_tests::TestGateway::spawn_with_auth_url(
-        &format!("http://127.0.0.1:{port}"),
+        &format!("http://{addr}"),
         GatewayOptions::default().auth_call_timeout_ms(300),
     )
     .await;

@@ -14,9 +14,9 @@ use wsauth_shared::proto::auth_service_client::AuthServiceClient;
 use wsauth_shared::proto::broadcast_service_client::BroadcastServiceClient;
 use wsauth_shared::proto::{PublishRequest, RevokeUserRequest};
 
-use crate::bins::bin_path;
+use crate::bins::bin_in;
 use crate::jwt::JWT_SECRET;
-use crate::process::Service;
+use crate::process::{Launch, Service};
 use crate::redis::TestRedis;
 
 /// The internal API key of every harness auth (`INTERNAL_API_KEYS`); gateways use it.
@@ -76,6 +76,7 @@ pub type BroadcastClient = BroadcastServiceClient<InterceptedService<Channel, Be
 #[derive(Debug, Clone, Default)]
 pub struct AuthOptions {
     env: Vec<(String, String)>,
+    launch: Launch,
 }
 
 impl AuthOptions {
@@ -92,12 +93,19 @@ impl AuthOptions {
     pub fn ws_token_ttl_s(self, seconds: u64) -> Self {
         self.env("WS_TOKEN_TTL_S", seconds)
     }
+
+    /// Where the binary is found and where its stderr goes.
+    pub fn launch(mut self, launch: Launch) -> Self {
+        self.launch = launch;
+        self
+    }
 }
 
 /// A running `wsauth-auth`. SIGKILLed on drop.
 pub struct TestAuth {
     service: Service,
     env: Vec<(String, String)>,
+    launch: Launch,
 }
 
 impl TestAuth {
@@ -117,12 +125,21 @@ impl TestAuth {
             env.push(("REDIS_URL".into(), redis.url()));
         }
         env.extend(options.env);
-        let service = Service::spawn("auth", &bin_path("wsauth-auth"), &env).await;
-        Self { service, env }
+        let service = Service::spawn("auth", "wsauth-auth", &env, &options.launch).await;
+        Self {
+            service,
+            env,
+            launch: options.launch,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.service.addr()
+    }
+
+    /// The process id while it runs (for CPU accounting).
+    pub fn pid(&self) -> Option<u32> {
+        self.service.pid()
     }
 
     /// `http://127.0.0.1:PORT`, for `AUTH_URL` and gRPC clients.
@@ -180,7 +197,8 @@ impl TestAuth {
 
     /// `wsauth-auth mint-jwt --sub USER` with this auth's settings: stdout.
     pub async fn mint_jwt_cli(&self, user: &str) -> std::process::Output {
-        let mut command = tokio::process::Command::new(bin_path("wsauth-auth"));
+        let bin = bin_in(self.launch.bin_dir.as_deref(), "wsauth-auth");
+        let mut command = tokio::process::Command::new(bin);
         command
             .args(["mint-jwt", "--sub", user])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -209,7 +227,7 @@ impl TestAuth {
         self.service.kill().await;
         let mut env = self.env.clone();
         env.push(("AUTH_LISTEN".into(), self.addr().to_string()));
-        self.service = Service::spawn("auth", &bin_path("wsauth-auth"), &env).await;
+        self.service = Service::spawn("auth", "wsauth-auth", &env, &self.launch).await;
     }
 
     /// Everything auth has logged so far.

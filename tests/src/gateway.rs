@@ -6,16 +6,16 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::auth::{INTERNAL_KEY, TestAuth};
-use crate::bins::bin_path;
 use crate::http::{self, HttpResponse};
 use crate::metrics;
-use crate::process::Service;
+use crate::process::{Launch, Service};
 use crate::wait::wait_until;
 
 /// Extra settings for a [`TestGateway`], as environment variables.
 #[derive(Debug, Clone, Default)]
 pub struct GatewayOptions {
     env: Vec<(String, String)>,
+    launch: Launch,
 }
 
 impl GatewayOptions {
@@ -52,6 +52,12 @@ impl GatewayOptions {
     pub fn shutdown_grace_s(self, seconds: u64) -> Self {
         self.env("SHUTDOWN_GRACE_S", seconds)
     }
+
+    /// Where the binary is found and where its stderr goes.
+    pub fn launch(mut self, launch: Launch) -> Self {
+        self.launch = launch;
+        self
+    }
 }
 
 /// A running `wsauth-gateway`. SIGKILLed on drop.
@@ -78,7 +84,7 @@ impl TestGateway {
             ("SHUTDOWN_GRACE_S".into(), "5".into()),
         ];
         env.extend(options.env);
-        let service = Service::spawn("gateway", &bin_path("wsauth-gateway"), &env).await;
+        let service = Service::spawn("gateway", "wsauth-gateway", &env, &options.launch).await;
         Self { service }
     }
 

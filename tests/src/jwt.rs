@@ -115,8 +115,13 @@ impl Jwt {
             }
         };
         let key = EncodingKey::from_secret(&self.secret).expect("test secrets are never empty");
-        jsonwebtoken::encode(&Header::new(algorithm), &self.claims, &key)
-            .expect("HMAC signing of a JSON object cannot fail")
+        self.sign_with(algorithm, &key)
+    }
+
+    /// The compact serialisation, signed with `key` (e.g. an RSA or EC key).
+    pub fn sign_with(&self, algorithm: Algorithm, key: &EncodingKey) -> String {
+        jsonwebtoken::encode(&Header::new(algorithm), &self.claims, key)
+            .expect("signing a JSON object with a valid key cannot fail")
     }
 }
 

@@ -1,5 +1,5 @@
 //! The wsauth end-to-end harness: real parts, private to each test.
-//! - [`TestRedis`]: a `redis-server` child on a free port (never 6379).
+//! - [`TestRedis`]: a `redis-server` child on a port of its own (never 6379).
 //! - [`TestAuth`]: the `wsauth-auth` binary on `127.0.0.1:0`, with known keys
 //!   ([`INTERNAL_KEY`], [`ADMIN_KEY`]) and [`JWT_SECRET`], and gRPC clients.
 //! - [`TestGateway`]: the `wsauth-gateway` binary wired to one or more auths,
@@ -7,9 +7,15 @@
 //! - [`WsClient`]: a tokio-tungstenite client speaking the gateway protocol;
 //!   [`Jwt`] mints good and bad JWTs; [`wait_until`] waits for a condition.
 //! - [`Cluster`]: Redis + N auths + M gateways, and [`warm_up`].
+//! - [`http`]: one small HTTP/1.1 client; [`net`]: loopback client sockets
+//!   spread over source addresses (for load).
 //!
-//! The binaries come from the target dir of the running test (or
-//! `WSAUTH_BIN_DIR`); their stderr is echoed only when `TEST_LOG` is set.
+//! Services listen on port 0 and the harness reads the bound address from
+//! their `listening` log line. The binaries come from the target dir of the
+//! running executable (or `WSAUTH_BIN_DIR`, or [`Launch::bin_dir`]); their
+//! stderr is kept in memory and echoed only when `TEST_LOG` is set, or
+//! written to [`Launch::log_file`]. The load generator (`tests/bench`)
+//! starts its stacks through this same harness.
 #![forbid(unsafe_code)]
 
 mod auth;
@@ -19,6 +25,7 @@ mod gateway;
 pub mod http;
 mod jwt;
 pub mod metrics;
+pub mod net;
 mod process;
 mod redis;
 mod wait;
@@ -31,6 +38,7 @@ pub use bins::bin_path;
 pub use cluster::{Cluster, WARMUP, collect_events, warm_up};
 pub use gateway::{GatewayOptions, TestGateway};
 pub use jwt::{JWT_SECRET, Jwt, JwtAlg, now_unix};
-pub use redis::{TestRedis, free_port};
+pub use process::Launch;
+pub use redis::TestRedis;
 pub use wait::{wait_until, within};
 pub use ws::{Frame, Refused, STEP, WsClient};

@@ -1,9 +1,9 @@
 //! One service binary running as a child process: spawned with a clean
 //! environment, its bound address read from its `listening` log line, its
-//! stderr kept (and echoed when `TEST_LOG` is set).
+//! stderr kept in memory (echoed when `TEST_LOG` is set) or written to a file.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,12 +11,18 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::bins::bin_in;
 
 /// How long a binary may take from spawn to its `listening` line.
 const STARTUP: Duration = Duration::from_secs(20);
 
 /// Log lines kept per process, so a runaway logger cannot eat the test's memory.
 const MAX_LOG_LINES: usize = 200_000;
+
+/// How often a log file is re-read for the `listening` line.
+const LOG_FILE_POLL: Duration = Duration::from_millis(20);
 
 /// Every setting of both services: removed from the inherited environment so
 /// the developer's shell cannot change what a test runs.
@@ -52,19 +58,42 @@ const SERVICE_ENV: &[&str] = &[
     "RUST_LOG",
 ];
 
+/// Where a service binary is found and where its stderr goes.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// The directory holding the binaries; default: see [`crate::bin_path`].
+    pub bin_dir: Option<PathBuf>,
+    /// Stderr straight into this file instead of through the harness: a
+    /// load run logs far more than a pipe read by the harness should carry.
+    pub log_file: Option<PathBuf>,
+}
+
+/// Where the stderr of a [`Service`] went.
+enum Logs {
+    Memory(Arc<Mutex<Vec<String>>>),
+    File(PathBuf),
+}
+
 /// A running service binary. SIGKILLed on drop.
 pub(crate) struct Service {
     name: String,
     child: Child,
     addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: Logs,
 }
 
 impl Service {
-    /// Spawns `bin` with exactly `env` (over the inherited environment minus
-    /// every service setting) and waits for its `listening` line.
-    pub(crate) async fn spawn(name: &str, bin: &Path, env: &[(String, String)]) -> Self {
-        let mut command = Command::new(bin);
+    /// Spawns the binary `bin` with exactly `env` (over the inherited
+    /// environment minus every service setting) and waits for its
+    /// `listening` line.
+    pub(crate) async fn spawn(
+        name: &str,
+        bin: &str,
+        env: &[(String, String)],
+        launch: &Launch,
+    ) -> Self {
+        let bin = bin_in(launch.bin_dir.as_deref(), bin);
+        let mut command = Command::new(&bin);
         for key in SERVICE_ENV {
             command.env_remove(key);
         }
@@ -72,29 +101,57 @@ impl Service {
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
+        match &launch.log_file {
+            Some(path) => {
+                let file = std::fs::File::create(path)
+                    .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+                command.stderr(file);
+            }
+            None => {
+                command.stderr(Stdio::piped());
+            }
+        }
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
-        let stderr = child.stderr.take().expect("stderr was piped above");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = oneshot::channel();
-        tokio::spawn(read_stderr(name.to_string(), stderr, logs.clone(), addr_tx));
-
-        let addr = match tokio::time::timeout(STARTUP, addr_rx).await {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(_)) => {
-                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                panic!(
-                    "{name} exited before logging `listening` (status {status:?}); its stderr:\n{}",
-                    tail(&logs, 40)
-                )
+        // Err(true): the process exited first; Err(false): it took too long.
+        let (logs, addr) = match &launch.log_file {
+            Some(path) => {
+                let addr = addr_from_file(path, &mut child).await;
+                (Logs::File(path.clone()), addr)
             }
-            Err(_) => panic!(
-                "{name} did not log `listening` within {STARTUP:?}; its stderr:\n{}",
-                tail(&logs, 40)
-            ),
+            None => {
+                let stderr = child.stderr.take().expect("stderr was piped above");
+                let lines = Arc::new(Mutex::new(Vec::new()));
+                let (addr_tx, addr_rx) = oneshot::channel();
+                tokio::spawn(read_stderr(
+                    name.to_string(),
+                    stderr,
+                    lines.clone(),
+                    addr_tx,
+                ));
+                let addr = match tokio::time::timeout(STARTUP, addr_rx).await {
+                    Ok(Ok(addr)) => Ok(addr),
+                    // The reader ends, dropping the sender, when stderr closes.
+                    Ok(Err(_)) => Err(true),
+                    Err(_) => Err(false),
+                };
+                (Logs::Memory(lines), addr)
+            }
+        };
+        let addr = match addr {
+            Ok(addr) => addr,
+            Err(exited) => {
+                let tail = tail(&logs.text(), 40);
+                if exited {
+                    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                    panic!(
+                        "{name} exited before logging `listening` (status {status:?}); its stderr:\n{tail}"
+                    )
+                }
+                panic!("{name} did not log `listening` within {STARTUP:?}; its stderr:\n{tail}")
+            }
         };
         Self {
             name: name.to_string(),
@@ -143,16 +200,41 @@ impl Service {
 
     /// Everything the process has written to stderr so far.
     pub(crate) fn logs(&self) -> String {
-        self.logs
-            .lock()
-            .expect("log lock is never poisoned")
-            .join("\n")
+        self.logs.text()
     }
 }
 
-fn tail(logs: &Mutex<Vec<String>>, n: usize) -> String {
-    let logs = logs.lock().expect("log lock is never poisoned");
-    logs[logs.len().saturating_sub(n)..].join("\n")
+impl Logs {
+    fn text(&self) -> String {
+        match self {
+            Self::Memory(lines) => lines.lock().expect("log lock is never poisoned").join("\n"),
+            Self::File(path) => std::fs::read_to_string(path).unwrap_or_default(),
+        }
+    }
+}
+
+fn tail(logs: &str, n: usize) -> String {
+    let lines: Vec<&str> = logs.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The address of the `listening` line once it is in the log file; `Err(true)`
+/// when the process exits first, `Err(false)` after [`STARTUP`].
+async fn addr_from_file(path: &Path, child: &mut Child) -> Result<SocketAddr, bool> {
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+        if let Some(addr) = text.lines().find_map(listening_addr) {
+            return Ok(addr);
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return Err(true);
+        }
+        if Instant::now() >= deadline {
+            return Err(false);
+        }
+        tokio::time::sleep(LOG_FILE_POLL).await;
+    }
 }
 
 async fn read_stderr(

@@ -8,7 +8,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use prost_types::Timestamp;
-use serde_json::json;
 use tonic::Code;
 use wsauth_shared::proto::{
     IssueWsTokenRequest, RevokeJwtRequest, RevokeUserRequest, ValidateTokenRequest,
@@ -34,7 +33,7 @@ async fn an_issued_ws_token_validates_once_for_its_user() {
     let auth = TestAuth::spawn(config(Some(redis.url()))).await;
     let mut client = auth.auth_client().await;
 
-    let issued = call(client.issue_ws_token(req(issue(&jwt_for("alice")), None)))
+    let issued = call(client.issue_ws_token(req(issue(&Jwt::for_user("alice").sign()), None)))
         .await
         .expect("issue");
     assert_eq!(issued.user_id, "alice");
@@ -70,7 +69,7 @@ async fn twenty_racing_validations_of_one_token_give_exactly_one_success() {
     let redis = TestRedis::spawn();
     let auth = TestAuth::spawn(config(Some(redis.url()))).await;
     let mut client = auth.auth_client().await;
-    let token = call(client.issue_ws_token(req(issue(&jwt_for("racer")), None)))
+    let token = call(client.issue_ws_token(req(issue(&Jwt::for_user("racer").sign()), None)))
         .await
         .expect("issue")
         .token;
@@ -101,7 +100,7 @@ async fn reuse_mode_accepts_a_token_until_it_expires() {
     config.ws_token_ttl_s = 1;
     let auth = TestAuth::spawn(config).await;
     let mut client = auth.auth_client().await;
-    let token = call(client.issue_ws_token(req(issue(&jwt_for("bob")), None)))
+    let token = call(client.issue_ws_token(req(issue(&Jwt::for_user("bob").sign()), None)))
         .await
         .expect("issue")
         .token;
@@ -133,7 +132,7 @@ async fn an_unused_single_use_token_expires_after_its_ttl() {
     config.ws_token_ttl_s = 1;
     let auth = TestAuth::spawn(config).await;
     let mut client = auth.auth_client().await;
-    let issued = call(client.issue_ws_token(req(issue(&jwt_for("t")), None)))
+    let issued = call(client.issue_ws_token(req(issue(&Jwt::for_user("t").sign()), None)))
         .await
         .expect("issue");
     let key_count = || async {
@@ -168,7 +167,7 @@ async fn caller_keys_gate_each_rpc() {
     let mut client = auth.auth_client().await;
     let token = || async {
         let mut client = auth.auth_client().await;
-        call(client.issue_ws_token(req(issue(&jwt_for("k")), None)))
+        call(client.issue_ws_token(req(issue(&Jwt::for_user("k").sign()), None)))
             .await
             .expect("issue")
             .token
@@ -181,7 +180,7 @@ async fn caller_keys_gate_each_rpc() {
             Code::Unauthenticated,
         );
         assert_code(
-            call(client.verify_jwt(req(verify(&jwt_for("k")), key))).await,
+            call(client.verify_jwt(req(verify(&Jwt::for_user("k").sign()), key))).await,
             Code::Unauthenticated,
         );
     }
@@ -216,7 +215,7 @@ async fn caller_keys_gate_each_rpc() {
     call(client.validate_token(req(validate(&t), Some(ADMIN_KEY))))
         .await
         .expect("admin validates");
-    call(client.verify_jwt(req(verify(&jwt_for("k2")), Some(ADMIN_KEY))))
+    call(client.verify_jwt(req(verify(&Jwt::for_user("k2").sign()), Some(ADMIN_KEY))))
         .await
         .expect("admin verifies");
 }
@@ -226,10 +225,9 @@ async fn verify_jwt_returns_the_claims() {
     let redis = TestRedis::spawn();
     let auth = TestAuth::spawn(config(Some(redis.url()))).await;
     let mut client = auth.auth_client().await;
-    let mut claims = claims("dora");
-    claims["jti"] = json!("jti-1");
-    let exp = claims["exp"].as_u64().expect("exp");
-    let verified = call(client.verify_jwt(req(verify(&hs256(&claims)), Some(INTERNAL_KEY))))
+    let jwt = Jwt::for_user("dora").jti("jti-1");
+    let exp = jwt.exp_claim().expect("exp");
+    let verified = call(client.verify_jwt(req(verify(&jwt.sign()), Some(INTERNAL_KEY))))
         .await
         .expect("verify");
     assert_eq!(verified.user_id, "dora");
@@ -237,12 +235,12 @@ async fn verify_jwt_returns_the_claims() {
     assert_eq!(
         verified.expires_at,
         Some(Timestamp {
-            seconds: exp as i64,
+            seconds: exp,
             nanos: 0
         })
     );
-    claims.as_object_mut().expect("object").remove("jti");
-    let verified = call(client.verify_jwt(req(verify(&hs256(&claims)), Some(INTERNAL_KEY))))
+    let without_jti = jwt.without("jti").sign();
+    let verified = call(client.verify_jwt(req(verify(&without_jti), Some(INTERNAL_KEY))))
         .await
         .expect("verify");
     assert_eq!(verified.jti, "");
@@ -257,39 +255,24 @@ async fn bad_jwts_are_unauthenticated_on_every_rpc() {
     let auth = TestAuth::spawn(config).await;
     let mut client = auth.auth_client().await;
     let good = || {
-        let mut c = claims("eve");
-        c["iss"] = json!("https://id.example");
-        c["aud"] = json!("wsauth");
-        c
+        Jwt::for_user("eve")
+            .issuer("https://id.example")
+            .audience("wsauth")
     };
-    call(client.verify_jwt(req(verify(&hs256(&good())), Some(INTERNAL_KEY))))
+    call(client.verify_jwt(req(verify(&good().sign()), Some(INTERNAL_KEY))))
         .await
         .expect("good jwt");
 
-    let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-    let alg_none = format!(
-        "{none_header}.{}.",
-        URL_SAFE_NO_PAD.encode(good().to_string())
-    );
     let mut cases = vec![
-        ("alg none", alg_none),
-        ("wrong secret", hs256_with(b"other", &good())),
+        ("alg none", good().alg(JwtAlg::None).sign()),
+        ("wrong secret", good().signed_with(b"other").sign()),
+        ("expired", good().expires_in(-120).sign()),
+        ("not yet valid", good().not_before_in(120).sign()),
+        ("wrong iss", good().issuer("https://evil.example").sign()),
+        ("wrong aud", good().audience("other").sign()),
+        ("missing sub", good().without("sub").sign()),
+        ("missing exp", good().without("exp").sign()),
     ];
-    let mut with = |name: &'static str, edit: &dyn Fn(&mut serde_json::Value)| {
-        let mut c = good();
-        edit(&mut c);
-        cases.push((name, hs256(&c)));
-    };
-    with("expired", &|c| c["exp"] = json!(now_s() - 120));
-    with("not yet valid", &|c| c["nbf"] = json!(now_s() + 120));
-    with("wrong iss", &|c| c["iss"] = json!("https://evil.example"));
-    with("wrong aud", &|c| c["aud"] = json!("other"));
-    with("missing sub", &|c| {
-        c.as_object_mut().expect("object").remove("sub");
-    });
-    with("missing exp", &|c| {
-        c.as_object_mut().expect("object").remove("exp");
-    });
     cases.push(("garbage", "not-a-jwt".into()));
     for (name, jwt) in cases {
         let status = assert_code(
@@ -312,7 +295,7 @@ async fn an_hs256_jwt_signed_with_the_rsa_public_key_is_refused() {
     let auth = TestAuth::spawn(config).await;
     let mut client = auth.auth_client().await;
     let public = std::fs::read(fixture("rsa_public.pem")).expect("fixture");
-    let forged = hs256_with(&public, &claims("mallory"));
+    let forged = Jwt::for_user("mallory").signed_with(&public).sign();
     assert_code(
         call(client.verify_jwt(req(verify(&forged), Some(INTERNAL_KEY)))).await,
         Code::Unauthenticated,
@@ -326,12 +309,7 @@ async fn an_hs256_jwt_signed_with_the_rsa_public_key_is_refused() {
         &std::fs::read(fixture("rsa_private.pem")).expect("fixture"),
     )
     .expect("key");
-    let real = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
-        &claims("rita"),
-        &key,
-    )
-    .expect("sign");
+    let real = Jwt::for_user("rita").sign_with(jsonwebtoken::Algorithm::RS256, &key);
     let verified = call(client.verify_jwt(req(verify(&real), Some(INTERNAL_KEY))))
         .await
         .expect("rs256");
@@ -401,17 +379,17 @@ async fn revoke_jwt_rejects_that_jwt_only() {
     let redis = TestRedis::spawn();
     let auth = TestAuth::spawn(config(Some(redis.url()))).await;
     let mut client = auth.auth_client().await;
-    let claims_a = claims("fay");
-    let jwt_a = hs256(&claims_a);
-    let jwt_b = jwt_for("fay");
+    let claims_a = Jwt::for_user("fay");
+    let jwt_a = claims_a.sign();
+    let jwt_b = Jwt::for_user("fay").sign();
     call(client.verify_jwt(req(verify(&jwt_a), Some(INTERNAL_KEY))))
         .await
         .expect("valid before");
     let expires_at = Some(Timestamp {
-        seconds: claims_a["exp"].as_i64().expect("exp"),
+        seconds: claims_a.exp_claim().expect("exp"),
         nanos: 0,
     });
-    let jti = claims_a["jti"].as_str().expect("jti").to_owned();
+    let jti = claims_a.jti_claim().expect("jti").to_owned();
     call(client.revoke_jwt(req(RevokeJwtRequest { jti, expires_at }, Some(ADMIN_KEY))))
         .await
         .expect("revoke");
@@ -434,12 +412,12 @@ async fn revoke_user_rejects_old_jwts_and_unused_tokens_but_not_later_ones() {
     let redis = TestRedis::spawn();
     let auth = TestAuth::spawn(config(Some(redis.url()))).await;
     let mut client = auth.auth_client().await;
-    let old_jwt = jwt_for("gus");
+    let old_jwt = Jwt::for_user("gus").sign();
     let unused = call(client.issue_ws_token(req(issue(&old_jwt), None)))
         .await
         .expect("issue")
         .token;
-    let other_user = call(client.issue_ws_token(req(issue(&jwt_for("hal")), None)))
+    let other_user = call(client.issue_ws_token(req(issue(&Jwt::for_user("hal").sign()), None)))
         .await
         .expect("issue")
         .token;
@@ -475,7 +453,7 @@ async fn revoke_user_rejects_old_jwts_and_unused_tokens_but_not_later_ones() {
         now_s() > revoked_at
     })
     .await;
-    let new_jwt = jwt_for("gus");
+    let new_jwt = Jwt::for_user("gus").sign();
     call(client.verify_jwt(req(verify(&new_jwt), Some(INTERNAL_KEY))))
         .await
         .expect("new jwt accepted");
@@ -495,7 +473,7 @@ async fn redis_down_gives_unavailable_then_recovers_without_restart() {
     config.redis_timeout_ms = 300;
     let auth = TestAuth::spawn(config).await;
     let mut client = auth.auth_client().await;
-    let jwt = jwt_for("ivy");
+    let jwt = Jwt::for_user("ivy").sign();
     call(client.issue_ws_token(req(issue(&jwt), None)))
         .await
         .expect("issue while up");
@@ -548,7 +526,7 @@ async fn redis_never_holds_a_raw_token_or_jwt() {
     let mut client = auth.auth_client().await;
     let mut secrets = Vec::new();
     for i in 0..5 {
-        let jwt = jwt_for(&format!("user{i}"));
+        let jwt = Jwt::for_user(&format!("user{i}")).sign();
         let token = call(client.issue_ws_token(req(issue(&jwt), None)))
             .await
             .expect("issue")

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -186,7 +185,7 @@ async fn a_frozen_redis_gives_unavailable_within_the_deadline() {
     let auth = TestAuth::spawn(config).await;
     let mut auth_client = auth.auth_client().await;
     let mut broadcast_client = auth.broadcast_client().await;
-    let jwt = jwt_for("frozen");
+    let jwt = Jwt::for_user("frozen").sign();
     let token =
         call(auth_client.issue_ws_token(req(IssueWsTokenRequest { jwt: jwt.clone() }, None)))
             .await
@@ -360,9 +359,11 @@ async fn a_jwt_with_iat_in_the_future_does_not_survive_revoke_user() {
     let redis = TestRedis::spawn();
     let auth = TestAuth::spawn(config(Some(redis.url()))).await;
     let mut client = auth.auth_client().await;
-    let future = hs256(&json!({
-        "sub": "yan", "iat": now_s() + 3600, "exp": now_s() + 7200, "jti": "future-iat"
-    }));
+    let future = Jwt::for_user("yan")
+        .issued_in(3600)
+        .expires_in(7200)
+        .jti("future-iat")
+        .sign();
     call(client.verify_jwt(req(
         VerifyJwtRequest {
             jwt: future.clone(),
@@ -401,7 +402,7 @@ async fn no_ws_token_issued_around_a_revoke_user_survives_it() {
     let auth = TestAuth::spawn(config(Some(redis.url()))).await;
     let client = auth.auth_client().await;
     // iat is in the cutoff's second (or before): every token from this JWT must die.
-    let jwt = jwt_for("racer");
+    let jwt = Jwt::for_user("racer").sign();
     let issuers: Vec<_> = (0..4)
         .map(|_| {
             let mut client = client.clone();

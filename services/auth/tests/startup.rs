@@ -34,10 +34,15 @@ async fn without_keys_on_loopback_every_caller_is_accepted() {
     config.admin_api_keys.clear();
     let auth = TestAuth::spawn(config).await;
     let mut client = auth.auth_client().await;
-    let token = call(client.issue_ws_token(req(IssueWsTokenRequest { jwt: jwt_for("x") }, None)))
-        .await
-        .expect("issue")
-        .token;
+    let token = call(client.issue_ws_token(req(
+        IssueWsTokenRequest {
+            jwt: Jwt::for_user("x").sign(),
+        },
+        None,
+    )))
+    .await
+    .expect("issue")
+    .token;
     call(client.validate_token(req(ValidateTokenRequest { token }, None)))
         .await
         .expect("no key needed");
@@ -137,7 +142,7 @@ fn binary() -> Command {
 async fn mint_jwt_prints_only_a_jwt_that_auth_accepts() {
     let output = binary()
         .args(["mint-jwt", "--sub", "mina", "--ttl-s", "120"])
-        .env("JWT_HS256_SECRET", SECRET)
+        .env("JWT_HS256_SECRET", JWT_SECRET)
         .output()
         .expect("run wsauth-auth");
     assert!(
@@ -172,7 +177,7 @@ async fn mint_jwt_prints_only_a_jwt_that_auth_accepts() {
 fn the_binary_logs_listening_with_its_address_and_stops_on_sigterm() {
     let mut child = binary()
         .env("AUTH_LISTEN", "127.0.0.1:0")
-        .env("JWT_HS256_SECRET", SECRET)
+        .env("JWT_HS256_SECRET", JWT_SECRET)
         .env("INTERNAL_API_KEYS", "a,b")
         .env("ADMIN_API_KEYS", "c")
         .env("LOG_FORMAT", "json")
@@ -223,7 +228,7 @@ fn the_binary_logs_listening_with_its_address_and_stops_on_sigterm() {
 fn an_empty_redis_url_means_the_embedded_store_like_an_unset_one() {
     let mut child = binary()
         .env("AUTH_LISTEN", "127.0.0.1:0")
-        .env("JWT_HS256_SECRET", SECRET)
+        .env("JWT_HS256_SECRET", JWT_SECRET)
         .env("REDIS_URL", "")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")

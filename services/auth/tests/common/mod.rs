@@ -7,20 +7,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::SecretString;
-use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use wsauth_auth::clock::now_ms;
 use wsauth_auth::{Config, ServeError};
 use wsauth_shared::proto::auth_service_client::AuthServiceClient;
 use wsauth_shared::proto::broadcast_service_client::BroadcastServiceClient;
+/// One JWT minter and one wait helper for every test in the workspace.
+#[allow(unused_imports)] // each test file uses a different part
+pub use wsauth_tests::{JWT_SECRET, Jwt, JwtAlg, wait_until};
 
-pub const SECRET: &str = "test-secret-for-auth";
 pub const INTERNAL_KEY: &str = "internal-key-1";
 pub const ADMIN_KEY: &str = "admin-key-1";
 /// Every call in these tests must finish well within this.
@@ -35,7 +35,7 @@ pub fn init_logs() {
 
 /// The config the tests start from: HS256, both key kinds, the given Redis.
 pub fn config(redis_url: Option<String>) -> Config {
-    let mut config = Config::with_hs256_secret(SECRET);
+    let mut config = Config::with_hs256_secret(JWT_SECRET);
     config.redis_url = redis_url.map(SecretString::from);
     config.internal_api_keys = vec![SecretString::from(INTERNAL_KEY)];
     config.admin_api_keys = vec![SecretString::from(ADMIN_KEY)];
@@ -67,23 +67,12 @@ impl TestAuth {
         let task = tokio::spawn(wsauth_auth::run(config, listener, async move {
             let _ = stopped.await;
         }));
-        let auth = Self {
+        // The listener is bound before `run` starts: connections made from
+        // now on wait in its backlog, so there is nothing to wait for.
+        Self {
             addr,
             stop: Some(stop),
             task: Some(task),
-        };
-        auth.wait_ready().await;
-        auth
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "auth did not start listening");
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -160,36 +149,4 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
 
 pub fn now_s() -> u64 {
     now_ms() / 1000
-}
-
-/// Standard claims for `sub`, valid for 5 minutes.
-pub fn claims(sub: &str) -> Value {
-    let jti: u64 = rand::random();
-    json!({ "sub": sub, "iat": now_s(), "exp": now_s() + 300, "jti": format!("{jti:x}") })
-}
-
-pub fn hs256(claims: &Value) -> String {
-    hs256_with(SECRET.as_bytes(), claims)
-}
-
-pub fn hs256_with(secret: &[u8], claims: &Value) -> String {
-    let key = EncodingKey::from_secret(secret).expect("hmac key");
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).expect("sign")
-}
-
-pub fn jwt_for(sub: &str) -> String {
-    hs256(&claims(sub))
-}
-
-/// Polls `check` until it returns true, failing after `within`.
-pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
