@@ -112,21 +112,22 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
         .internal_key
         .clone()
         .context("--internal-key is needed for ValidateToken/VerifyJwt")?;
-    let minter = stack.minter()?;
+    let jwt = stack.jwt()?;
     let concurrency = args.auth_concurrency.clamp(1, 4096);
     let mut channels = Vec::new();
     for _ in 0..args.auth_channels.clamp(1, 64) {
-        let channel = Channel::from_shared(stack.auth_url())?
+        let channel = Channel::from_shared(stack.auth_url()?)?
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
             .context("connecting to auth")?;
         channels.push(AuthServiceClient::new(channel));
     }
-    let jwts = (0..concurrency)
-        .map(|i| minter.mint(&format!("bench-rpc-{i}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let processes = stack.processes();
+    let jwts: Vec<String> = (0..concurrency)
+        .map(|i| jwt.mint(&format!("bench-rpc-{i}")))
+        .collect();
+    let mut processes = stack.processes();
+    processes.push(("bench".to_owned(), std::process::id()));
 
     // Warm-up, not recorded.
     let warm = plan.duration.min(Duration::from_secs(1)) / 2;
@@ -166,7 +167,7 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
                 .await
             }
         };
-        rates.push((rpc, outcome, cpu.finish()));
+        rates.push((rpc, outcome, cpu.finish().percents()));
     }
 
     let redis = match stack.redis_port {

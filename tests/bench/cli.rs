@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Internal: hold client connections for the measurer (JSON lines on stdin/stdout).
     Worker,
+    /// Internal: the floor server the measurer compares wsauth with (JSON lines on stdin/stdout).
+    Floor,
 }
 
 /// One of the four measurements.
@@ -104,6 +106,10 @@ pub struct BenchArgs {
     /// Most client sockets one worker process holds.
     #[arg(long, env = "BENCH_SOCKETS_PER_WORKER", default_value_t = 8000)]
     pub sockets_per_worker: usize,
+    /// Client worker processes at least, for handshakes and fan-out (one per
+    /// core keeps the client side from being the bottleneck).
+    #[arg(long, env = "BENCH_CLIENT_WORKERS", default_value_t = 2)]
+    pub client_workers: usize,
     /// Handshakes a worker runs at once while connecting its clients.
     #[arg(long, env = "BENCH_CONNECT_CONCURRENCY", default_value_t = 32)]
     pub connect_concurrency: usize,

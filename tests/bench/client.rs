@@ -1,51 +1,25 @@
 //! The client side of the wsauth flow: `GET /token/ws` with the JWT, the
-//! WebSocket upgrade with `?token=`, the jwt frame, and `auth_ok`.
-//!
-//! Client sockets are bound to a source address in 127.0.0.2–127.0.0.251
-//! before connecting: one source address has ~28k ephemeral ports towards a
-//! given server port, fewer than the sockets (open and in TIME_WAIT) a run
-//! needs.
+//! WebSocket upgrade with `?token=`, the jwt frame, and `auth_ok`. Sockets
+//! come from the harness's [`wsauth_tests::net`] (spread over source
+//! addresses), `GET` from its [`wsauth_tests::http`].
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use futures::{SinkExt, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-
-use crate::http::HttpConn;
+use wsauth_tests::http::HttpConn;
+use wsauth_tests::net::connect_from;
 
 pub type Ws = WebSocketStream<TcpStream>;
 
 /// Deadline of each network step of the flow.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Source addresses used, spread round-robin.
-const SOURCE_ADDRESSES: usize = 250;
-
-/// The source address of the `index`-th client socket: 127.0.0.2 onwards.
-pub fn source_ip(index: usize) -> Ipv4Addr {
-    let last = u8::try_from(2 + index % SOURCE_ADDRESSES).expect("2 + (x mod 250) fits in a u8");
-    Ipv4Addr::new(127, 0, 0, last)
-}
-
-/// Connects to `server` from `source` (port chosen by the kernel), Nagle off.
-pub async fn connect_from(source: Ipv4Addr, server: SocketAddr) -> anyhow::Result<TcpStream> {
-    let socket = TcpSocket::new_v4().context("creating a socket")?;
-    socket
-        .bind(SocketAddr::from((source, 0)))
-        .with_context(|| format!("binding {source}"))?;
-    let stream = timeout(STEP_TIMEOUT, socket.connect(server))
-        .await
-        .map_err(|_| anyhow!("connect timed out"))?
-        .with_context(|| format!("connecting to {server}"))?;
-    stream.set_nodelay(true).context("setting TCP_NODELAY")?;
-    Ok(stream)
-}
 
 /// Small buffers: a worker holds thousands of idle clients, and the frames
 /// they read are a few hundred bytes.
@@ -88,13 +62,14 @@ impl Connector {
     async fn try_token(&mut self, jwt: &str) -> anyhow::Result<String> {
         let mut http = match self.http.take() {
             Some(http) => http,
-            None => HttpConn::connect(self.gateway, self.http_source)
+            None => HttpConn::connect(self.gateway, Some(self.http_source))
                 .await
                 .context("token: connect")?,
         };
-        let response = timeout(STEP_TIMEOUT, http.get("/token/ws", jwt))
+        let bearer = format!("Bearer {jwt}");
+        let response = http
+            .get("/token/ws", &[("Authorization", &bearer)])
             .await
-            .map_err(|_| anyhow!("token: timed out"))?
             .context("token")?;
         if http.reusable() {
             self.http = Some(http);
@@ -107,7 +82,7 @@ impl Connector {
             token: String,
         }
         let body: TokenBody =
-            serde_json::from_slice(&response.body).context("token: bad JSON body")?;
+            serde_json::from_str(&response.body).context("token: bad JSON body")?;
         Ok(body.token)
     }
 
@@ -119,8 +94,9 @@ impl Connector {
         ws_source: Ipv4Addr,
     ) -> anyhow::Result<Ws> {
         let token = self.token(jwt).await?;
-        let stream = connect_from(ws_source, self.gateway)
+        let stream = timeout(STEP_TIMEOUT, connect_from(Some(ws_source), self.gateway))
             .await
+            .map_err(|_| anyhow!("upgrade: connect timed out"))?
             .context("upgrade: connect")?;
         let url = format!("ws://{}/ws?token={token}", self.gateway);
         let (mut ws, _) = timeout(

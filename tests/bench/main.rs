@@ -3,28 +3,31 @@
 //! One run walks four measurements, each printed as one JSON line on stdout
 //! as soon as it is known, then all of them as a markdown table:
 //! - [`handshakes`]: the full client flow (`GET /token/ws` → `/ws?token=` →
-//!   jwt frame → `auth_ok` → close) at fixed concurrencies, from this process;
-//! - [`memory`]: gateway RSS per idle authenticated connection, the clients
-//!   held by [`pool`] worker processes (this binary re-executed as
-//!   `wsauth-bench worker`, see [`worker`]) so no process nears the
-//!   20,000-open-files cap;
-//! - [`fanout`]: gRPC Publishes stamped with their send time, checked per
-//!   client for loss, duplicates and order by the workers;
+//!   jwt frame → `auth_ok` → close) at fixed concurrencies;
+//! - [`memory`]: gateway RSS per idle authenticated connection;
+//! - [`fanout`]: broadcasts stamped with their send time, checked per client
+//!   for loss, duplicates and order;
 //! - [`auth_rpc`]: the auth RPCs alone beside `redis-benchmark` of the same
 //!   Redis commands on the same Redis.
 //!
-//! [`stack`] starts the private stack (redis-server, auth, gateways) or names
-//! a running one; [`client`] is the client side of the flow; [`report`]
-//! prints the results.
+//! Handshakes and fan-out also run against the [`floor`] (a bare server
+//! speaking the same client protocol, no auth, no Redis) with the same
+//! clients in the same run, and wsauth's figures are printed as ratios to it.
+//! The clients live in [`pool`] worker processes (this binary re-executed as
+//! `wsauth-bench worker`, see [`worker`]), so that no process nears the
+//! 20,000-open-files cap and the client side is not the bottleneck.
+//! [`stack`] starts the private stack through the test harness (`wsauth_tests`)
+//! or names a running one; [`client`] is the client side of the flow;
+//! [`report`] prints the results.
 #![forbid(unsafe_code)]
 
 mod auth_rpc;
 mod cli;
 mod client;
 mod fanout;
+mod floor;
+mod handshake_loop;
 mod handshakes;
-mod http;
-mod jwt;
 mod memory;
 mod pool;
 mod procfs;
@@ -33,6 +36,7 @@ mod report;
 mod stack;
 mod stats;
 mod worker;
+mod wsframe;
 
 use anyhow::Context;
 use clap::Parser;
@@ -52,6 +56,16 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .context("building the worker runtime")?;
             runtime.block_on(worker::run())
+        }
+        Some(Command::Floor) => {
+            // Two threads, as the gateway has on this machine; the fan-out
+            // itself is one loop on one of them.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("building the floor runtime")?;
+            runtime.block_on(floor::run())
         }
         None => {
             wsauth_shared::telemetry::init(wsauth_shared::telemetry::LogFormat::Text);

@@ -11,7 +11,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::timeout;
 
-use crate::protocol::{FanoutResult, FromWorker, Ready, ToWorker, WorkerPlan};
+use crate::protocol::{
+    FanoutResult, FromWorker, HandshakeResult, JwtSettings, Ready, ToWorker, WorkerPlan,
+};
 use crate::stack::Stack;
 
 /// A worker never lives longer than this, even if the measurer hangs.
@@ -27,9 +29,7 @@ pub struct PoolConfig {
 
 pub struct Pool {
     config: PoolConfig,
-    jwt_secret: String,
-    issuer: Option<String>,
-    audience: Option<String>,
+    jwt: JwtSettings,
     workers: Vec<WorkerProc>,
     next_index: usize,
 }
@@ -46,9 +46,7 @@ impl Pool {
             bail!("no gateway to connect to");
         }
         Ok(Self {
-            jwt_secret: stack.jwt_secret()?.to_owned(),
-            issuer: stack.issuer(),
-            audience: stack.audience(),
+            jwt: stack.jwt()?.clone(),
             config,
             workers: Vec::new(),
             next_index: 0,
@@ -67,11 +65,12 @@ impl Pool {
         self.workers.len()
     }
 
-    /// Connects `count` more clients over new workers, splitting them evenly;
-    /// returns the merged readiness of those workers.
-    pub async fn add(&mut self, count: usize) -> anyhow::Result<Ready> {
+    /// Connects `count` more clients over new workers (at least
+    /// `min_workers`), splitting them evenly; returns the merged readiness of
+    /// those workers.
+    pub async fn add(&mut self, count: usize, min_workers: usize) -> anyhow::Result<Ready> {
         let per_worker = self.config.sockets_per_worker.max(1);
-        let new_workers = count.div_ceil(per_worker).max(1);
+        let new_workers = count.div_ceil(per_worker).max(min_workers).max(1);
         let exe = std::env::current_exe().context("locating this executable")?;
         let first_new = self.workers.len();
         for w in 0..new_workers {
@@ -98,9 +97,7 @@ impl Pool {
                 first_index: self.next_index,
                 count: share,
                 concurrency: self.config.connect_concurrency,
-                jwt_secret: self.jwt_secret.clone(),
-                issuer: self.issuer.clone(),
-                audience: self.audience.clone(),
+                jwt: self.jwt.clone(),
                 run_tag: self.config.run_tag.clone(),
                 expect_broadcasts: self.config.expect_broadcasts,
                 max_life_s: WORKER_MAX_LIFE.as_secs(),
@@ -164,6 +161,37 @@ impl Pool {
         Ok(results)
     }
 
+    /// Runs `tasks` handshake loops spread over the workers against
+    /// `gateway` for `duration`; every worker's result.
+    pub async fn handshakes(
+        &mut self,
+        gateway: SocketAddr,
+        tasks: usize,
+        duration: Duration,
+    ) -> anyhow::Result<Vec<HandshakeResult>> {
+        let workers = self.workers.len().max(1);
+        for (w, worker) in self.workers.iter_mut().enumerate() {
+            let share = tasks / workers + usize::from(w < tasks % workers);
+            worker
+                .send(&ToWorker::Handshakes {
+                    gateway,
+                    tasks: share,
+                    duration_ms: duration.as_millis() as u64,
+                })
+                .await?;
+        }
+        let mut results = Vec::new();
+        // A handshake step may run 10 s past the window before it times out.
+        let wait = duration + Duration::from_secs(40);
+        for worker in &mut self.workers {
+            match worker.receive(wait).await? {
+                FromWorker::Handshakes(result) => results.push(result),
+                other => bail!("worker answered {} instead of handshakes", kind(&other)),
+            }
+        }
+        Ok(results)
+    }
+
     /// Tells every worker to exit, and waits for it (killing after a deadline).
     pub async fn close(mut self) {
         for mut worker in self.workers.drain(..) {
@@ -211,6 +239,7 @@ fn kind(message: &FromWorker) -> &'static str {
         FromWorker::Ready(_) => "ready",
         FromWorker::Status { .. } => "status",
         FromWorker::Fanout(_) => "fanout",
+        FromWorker::Handshakes(_) => "handshakes",
         FromWorker::Error { .. } => "error",
     }
 }

@@ -62,6 +62,13 @@ pub struct CpuMeter {
     start: Vec<(String, u32, u64)>,
 }
 
+/// What [`CpuMeter::finish`] measured: CPU seconds per name (processes of
+/// the same name, e.g. the workers, summed) over `wall_s` seconds.
+pub struct CpuUse {
+    pub wall_s: f64,
+    pub seconds: Vec<(String, f64)>,
+}
+
 impl CpuMeter {
     pub fn start(processes: &[(String, u32)]) -> Self {
         let start = processes
@@ -74,23 +81,42 @@ impl CpuMeter {
         }
     }
 
-    /// `(name, percent of one core)` since `start`, processes of the same
-    /// name (the workers) summed.
-    pub fn finish(&self) -> Vec<(String, f64)> {
-        let wall = self.started.elapsed().as_secs_f64().max(1e-3);
-        let mut usage: Vec<(String, f64)> = Vec::new();
+    pub fn finish(&self) -> CpuUse {
+        let wall_s = self.started.elapsed().as_secs_f64().max(1e-3);
+        let mut seconds: Vec<(String, f64)> = Vec::new();
         for (name, pid, before) in &self.start {
             let Some(now) = cpu_ticks(*pid) else { continue };
-            let percent = now.saturating_sub(*before) as f64 / TICKS_PER_S / wall * 100.0;
-            match usage.iter_mut().find(|(n, _)| n == name) {
-                Some(entry) => entry.1 += percent,
-                None => usage.push((name.clone(), percent)),
+            let used = now.saturating_sub(*before) as f64 / TICKS_PER_S;
+            match seconds.iter_mut().find(|(n, _)| n == name) {
+                Some(entry) => entry.1 += used,
+                None => seconds.push((name.clone(), used)),
             }
         }
-        for entry in &mut usage {
-            entry.1 = entry.1.round();
-        }
-        usage
+        CpuUse { wall_s, seconds }
+    }
+}
+
+impl CpuUse {
+    /// `(name, percent of one core)`, rounded.
+    pub fn percents(&self) -> Vec<(String, f64)> {
+        self.seconds
+            .iter()
+            .map(|(name, s)| (name.clone(), (s / self.wall_s * 100.0).round()))
+            .collect()
+    }
+
+    /// CPU seconds of the processes whose name `include` accepts.
+    pub fn seconds_of(&self, include: impl Fn(&str) -> bool) -> f64 {
+        self.seconds
+            .iter()
+            .filter(|(name, _)| include(name))
+            .map(|(_, s)| s)
+            .sum()
+    }
+
+    /// Percent of one core used by the processes whose name `include` accepts.
+    pub fn percent_of(&self, include: impl Fn(&str) -> bool) -> f64 {
+        (self.seconds_of(include) / self.wall_s * 100.0).round()
     }
 }
 

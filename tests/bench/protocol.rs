@@ -1,11 +1,37 @@
-//! What the measurer and its worker processes say to each other: one JSON
-//! object per line, commands on the worker's stdin, answers on its stdout.
-//! The JWT secret travels here rather than on the command line, where any
-//! user could read it in `ps`.
+//! What the measurer and its child processes (workers, the floor) say to
+//! each other: one JSON object per line, commands on the child's stdin,
+//! answers on its stdout. The JWT secret travels here rather than on the
+//! command line, where any user could read it in `ps`.
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+use wsauth_tests::Jwt;
+
+/// What the clients need to mint JWTs that the server under test accepts.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct JwtSettings {
+    pub secret: String,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl JwtSettings {
+    /// A JWT for `sub` valid for an hour: longer than any run, so no client
+    /// is closed for an expired JWT mid-measurement.
+    pub fn mint(&self, sub: &str) -> String {
+        let mut jwt = Jwt::for_user(sub)
+            .signed_with(self.secret.as_bytes())
+            .expires_in(3600);
+        if let Some(issuer) = &self.issuer {
+            jwt = jwt.issuer(issuer);
+        }
+        if let Some(audience) = &self.audience {
+            jwt = jwt.audience(audience);
+        }
+        jwt.sign()
+    }
+}
 
 /// Measurer → worker.
 #[derive(Serialize, Deserialize)]
@@ -18,6 +44,13 @@ pub enum ToWorker {
     /// Wait up to `wait_ms` for every client to receive its broadcasts;
     /// answered by `Fanout`.
     Collect { wait_ms: u64 },
+    /// Run `tasks` handshake loops against `gateway` for `duration_ms`;
+    /// answered by `Handshakes`.
+    Handshakes {
+        gateway: SocketAddr,
+        tasks: usize,
+        duration_ms: u64,
+    },
     /// Drop every connection and exit.
     Close,
 }
@@ -32,9 +65,7 @@ pub struct WorkerPlan {
     pub count: usize,
     /// Handshakes in flight at once while connecting.
     pub concurrency: usize,
-    pub jwt_secret: String,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
+    pub jwt: JwtSettings,
     /// Broadcast payloads of this run start with `<run_tag>:`.
     pub run_tag: String,
     /// Broadcasts each client must receive (0: idle clients).
@@ -50,7 +81,47 @@ pub enum FromWorker {
     Ready(Ready),
     Status { open: usize },
     Fanout(FanoutResult),
+    Handshakes(HandshakeResult),
     Error { message: String },
+}
+
+#[derive(Serialize, Deserialize, Default)]
+pub struct HandshakeResult {
+    /// Latency (µs) of every handshake that reached `auth_ok` in the window.
+    pub latencies_us: Vec<u64>,
+    /// Failures by kind, with counts.
+    pub errors: Vec<(String, usize)>,
+}
+
+/// Measurer → floor.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum ToFloor {
+    /// Send `{"type":"broadcast","id":…,"data":data}` to every authenticated client.
+    Publish { data: String },
+    /// Answered by `Stats`.
+    Stats,
+}
+
+/// Floor → measurer.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromFloor {
+    Listening { addr: SocketAddr },
+    Stats(FloorStats),
+}
+
+#[derive(Serialize, Deserialize, Default, Clone, Copy)]
+pub struct FloorStats {
+    /// Authenticated connections now.
+    pub connections: usize,
+    /// Frames written whole by the one `send()` of the fan-out loop.
+    pub direct: u64,
+    /// Frames (or their rest) left for the connection's task, because the
+    /// socket could not take them at once.
+    pub queued: u64,
+    /// Sends that failed (connection gone).
+    pub failed: u64,
 }
 
 #[derive(Serialize, Deserialize, Default)]

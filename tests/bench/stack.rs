@@ -1,24 +1,30 @@
-//! The stack under measurement: a private one (redis-server through
-//! `TestRedis`, one `wsauth-auth`, N `wsauth-gateway`s, all on loopback with
-//! settings for load) or a running one named on the command line.
+//! The server under measurement: a private wsauth stack started through the
+//! test harness (`TestRedis`, `TestAuth`, `TestGateway`s, logging to files),
+//! a running one named on the command line, or the floor (see
+//! [`crate::floor`]), a bare server speaking the same client protocol.
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpStream as StdTcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use tokio::time::timeout;
-use wsauth_tests::{TestRedis, free_port};
+use futures::FutureExt;
+use tonic::transport::Channel;
+use wsauth_shared::proto::PublishRequest;
+use wsauth_shared::proto::broadcast_service_client::BroadcastServiceClient;
+use wsauth_tests::{
+    ADMIN_KEY, AuthOptions, GatewayOptions, INTERNAL_KEY, JWT_SECRET, Launch, TestAuth,
+    TestGateway, TestRedis,
+};
 
+use crate::auth_rpc::with_key;
 use crate::cli::BenchArgs;
-use crate::client::source_ip;
-use crate::http::HttpConn;
-use crate::jwt::JwtMinter;
+use crate::floor::FloorProcess;
+use crate::protocol::{FloorStats, JwtSettings};
 
-/// How long a service may take to answer after it was started.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a private gateway may take to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -26,20 +32,25 @@ pub struct Gateway {
     pub pid: Option<u32>,
 }
 
+/// The harness's processes of a private stack, in drop order: gateways
+/// first, then auth, then Redis. Each is killed when dropped.
+struct Private {
+    gateways: Vec<TestGateway>,
+    auth: TestAuth,
+    redis: TestRedis,
+}
+
 pub struct Stack {
     pub gateways: Vec<Gateway>,
-    pub auth: SocketAddr,
+    /// wsauth's auth service; `None` for the floor.
+    pub auth: Option<SocketAddr>,
     pub redis_port: Option<u16>,
     pub admin_key: Option<String>,
     pub internal_key: Option<String>,
-    jwt_secret: Option<String>,
-    issuer: Option<String>,
-    audience: Option<String>,
+    jwt: Option<JwtSettings>,
     pub private: bool,
-    /// Where the private services' stderr goes.
-    logs: PathBuf,
-    children: Vec<(String, Child)>,
-    _redis: Option<TestRedis>,
+    private_parts: Option<Private>,
+    floor: Option<FloorProcess>,
 }
 
 impl Stack {
@@ -50,6 +61,30 @@ impl Stack {
         } else {
             Self::private(args, gateways).await
         }
+    }
+
+    /// The floor: one bare server in a child process, no auth, no Redis.
+    pub async fn floor() -> anyhow::Result<Self> {
+        let floor = FloorProcess::spawn().await?;
+        Ok(Self {
+            gateways: vec![Gateway {
+                addr: floor.addr(),
+                pid: floor.pid(),
+            }],
+            auth: None,
+            redis_port: None,
+            admin_key: None,
+            internal_key: None,
+            // The floor does not check JWTs; the clients send one anyway.
+            jwt: Some(JwtSettings {
+                secret: JWT_SECRET.to_owned(),
+                issuer: None,
+                audience: None,
+            }),
+            private: true,
+            private_parts: None,
+            floor: Some(floor),
+        })
     }
 
     fn remote(args: &BenchArgs) -> anyhow::Result<Self> {
@@ -71,210 +106,198 @@ impl Stack {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             gateways,
-            auth,
+            auth: Some(auth),
             redis_port: args.redis_port,
             admin_key: args.admin_key.clone().map(|k| k.0),
             internal_key: args.internal_key.clone().map(|k| k.0),
-            jwt_secret: args.jwt_secret.clone().map(|k| k.0),
-            issuer: args.jwt_issuer.clone(),
-            audience: args.jwt_audience.clone(),
+            jwt: args.jwt_secret.clone().map(|secret| JwtSettings {
+                secret: secret.0,
+                issuer: args.jwt_issuer.clone(),
+                audience: args.jwt_audience.clone(),
+            }),
             private: false,
-            logs: PathBuf::new(),
-            children: Vec::new(),
-            _redis: None,
+            private_parts: None,
+            floor: None,
         })
     }
 
     async fn private(args: &BenchArgs, gateways: usize) -> anyhow::Result<Self> {
-        let bin_dir = bin_dir(args)?;
-        let logs = std::env::temp_dir().join(format!("wsauth-bench-{}", std::process::id()));
+        check_bins(args)?;
+        let logs = log_dir();
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let launch = |name: &str| Launch {
+            bin_dir: args.bin_dir.clone(),
+            log_file: Some(logs.join(format!("{name}.log"))),
+        };
         let redis = tokio::task::spawn_blocking(TestRedis::spawn)
             .await
-            .context("starting redis-server")?;
-        let secret = random_hex();
-        let admin_key = random_hex();
-        let internal_key = random_hex();
-        let mut stack = Self {
+            .map_err(|e| anyhow!("starting redis-server: {}", panic_text(e.into_panic())))?;
+        // Long enough that tokens issued in the IssueWsToken run are still
+        // valid for the ValidateToken run that consumes them.
+        let auth_options = AuthOptions::default()
+            .ws_token_ttl_s(600)
+            .launch(launch("auth"));
+        let auth = harness("auth", TestAuth::spawn(Some(&redis), auth_options)).await?;
+        let mut parts = Private {
             gateways: Vec::new(),
-            auth: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            redis_port: Some(redis.port()),
-            admin_key: Some(admin_key.clone()),
-            internal_key: Some(internal_key.clone()),
-            jwt_secret: Some(secret.clone()),
-            issuer: None,
-            audience: None,
-            private: true,
-            logs: logs.clone(),
-            children: Vec::new(),
-            _redis: None,
+            auth,
+            redis,
         };
-        let auth_addr = stack.auth.to_string();
-        let auth_env = [
-            ("AUTH_LISTEN", auth_addr.as_str()),
-            ("REDIS_URL", &redis.url()),
-            ("JWT_HS256_SECRET", &secret),
-            ("INTERNAL_API_KEYS", &internal_key),
-            ("ADMIN_API_KEYS", &admin_key),
-            // Long enough that tokens issued in the IssueWsToken run are
-            // still valid for the ValidateToken run that consumes them.
-            ("WS_TOKEN_TTL_S", "600"),
-        ];
-        stack.spawn("auth", &bin_dir.join("wsauth-auth"), &auth_env, &logs)?;
-        stack._redis = Some(redis);
-        let auth = stack.auth;
-        stack
-            .wait_for("auth", || async move { tcp_up(auth) })
-            .await?;
-
-        let auth_url = format!("http://{auth}");
         for i in 0..gateways {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let (listen, id) = (addr.to_string(), format!("bench-gw-{i}"));
-            let gateway_env = [
-                ("GATEWAY_LISTEN", listen.as_str()),
-                ("AUTH_URL", &auth_url),
-                ("AUTH_API_KEY", &internal_key),
-                ("GATEWAY_ID", &id),
-                // Idle clients in the memory run send nothing; the echo
-                // limit only matters for clients that talk.
-                ("MAX_MESSAGES_PER_S", "100000"),
-            ];
             let name = format!("gateway-{i}");
-            let pid = stack.spawn(&name, &bin_dir.join("wsauth-gateway"), &gateway_env, &logs)?;
-            stack
-                .wait_for(&name, || async move { ready(addr).await })
-                .await?;
-            stack.gateways.push(Gateway {
-                addr,
-                pid: Some(pid),
-            });
+            // Idle clients in the memory run send nothing; the echo limit
+            // only matters for clients that talk.
+            let options = GatewayOptions::default()
+                .env("GATEWAY_ID", format!("bench-gw-{i}"))
+                .max_messages_per_s(100_000)
+                .launch(launch(&name));
+            let gateway = harness(&name, TestGateway::spawn(&[&parts.auth], options)).await?;
+            harness(&name, gateway.wait_ready(READY_TIMEOUT)).await?;
+            parts.gateways.push(gateway);
         }
         tracing::info!(gateways, logs = %logs.display(), "private stack up");
-        Ok(stack)
+        Ok(Self {
+            gateways: parts
+                .gateways
+                .iter()
+                .map(|g| Gateway {
+                    addr: g.addr(),
+                    pid: g.pid(),
+                })
+                .collect(),
+            auth: Some(parts.auth.addr()),
+            redis_port: Some(parts.redis.port()),
+            admin_key: Some(ADMIN_KEY.to_owned()),
+            internal_key: Some(INTERNAL_KEY.to_owned()),
+            jwt: Some(JwtSettings {
+                secret: JWT_SECRET.to_owned(),
+                issuer: None,
+                audience: None,
+            }),
+            private: true,
+            private_parts: Some(parts),
+            floor: None,
+        })
     }
 
-    fn spawn(
-        &mut self,
-        name: &str,
-        bin: &Path,
-        env: &[(&str, &str)],
-        logs: &Path,
-    ) -> anyhow::Result<u32> {
-        let log_path = logs.join(format!("{name}.log"));
-        let log =
-            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let mut command = Command::new(bin);
-        // A clean environment: settings from the caller's shell (a stray
-        // GATEWAY_LISTEN, a RUST_LOG=debug) would change what is measured.
-        command
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .env("LOG_FORMAT", "text");
-        if let Some(path) = std::env::var_os("PATH") {
-            command.env("PATH", path);
-        }
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let pid = child.id();
-        self.children.push((name.to_owned(), child));
-        Ok(pid)
-    }
-
-    async fn wait_for<F, Fut>(&mut self, name: &str, mut up: F) -> anyhow::Result<()>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if up().await {
-                return Ok(());
-            }
-            let exited = match self.children.iter_mut().find(|(n, _)| n == name) {
-                Some((_, child)) => child.try_wait()?,
-                None => None,
-            };
-            if let Some(status) = exited {
-                bail!(
-                    "{name} exited with {status}; its log: {}",
-                    self.logs.join(format!("{name}.log")).display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{name} not ready within {START_TIMEOUT:?}; its log: {}",
-                    self.logs.join(format!("{name}.log")).display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub fn minter(&self) -> anyhow::Result<JwtMinter> {
-        let secret = self
-            .jwt_secret
-            .as_deref()
-            .context("--jwt-secret is needed to mint the clients' JWTs")?;
-        JwtMinter::new(secret, self.issuer.clone(), self.audience.clone())
-    }
-
-    pub fn jwt_secret(&self) -> anyhow::Result<&str> {
-        self.jwt_secret
-            .as_deref()
+    /// What the clients mint their JWTs with.
+    pub fn jwt(&self) -> anyhow::Result<&JwtSettings> {
+        self.jwt
+            .as_ref()
             .context("--jwt-secret is needed to mint the clients' JWTs")
     }
 
-    pub fn issuer(&self) -> Option<String> {
-        self.issuer.clone()
+    pub fn auth_url(&self) -> anyhow::Result<String> {
+        let auth = self.auth.context("the floor has no auth service")?;
+        Ok(format!("http://{auth}"))
     }
 
-    pub fn audience(&self) -> Option<String> {
-        self.audience.clone()
+    /// Whether this is the floor rather than wsauth.
+    pub fn is_floor(&self) -> bool {
+        self.floor.is_some()
     }
 
-    pub fn auth_url(&self) -> String {
-        format!("http://{}", self.auth)
+    /// Something that publishes one broadcast to every client.
+    pub async fn publisher(&mut self) -> anyhow::Result<Publisher<'_>> {
+        if self.floor.is_some() {
+            let floor = self.floor.as_mut().context("checked just above")?;
+            return Ok(Publisher::Floor(floor));
+        }
+        let admin_key = self
+            .admin_key
+            .clone()
+            .context("--admin-key is needed to Publish")?;
+        let channel = Channel::from_shared(self.auth_url()?)?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .context("connecting to auth")?;
+        Ok(Publisher::Grpc {
+            client: BroadcastServiceClient::new(channel),
+            admin_key,
+        })
     }
 
-    /// The processes whose CPU use is worth reporting, by name.
+    /// The floor's send counters; `None` for wsauth.
+    pub async fn floor_stats(&mut self) -> anyhow::Result<Option<FloorStats>> {
+        match &mut self.floor {
+            Some(floor) => Ok(Some(floor.stats().await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The server processes whose CPU use is worth reporting, by name.
     pub fn processes(&self) -> Vec<(String, u32)> {
-        let mut processes: Vec<(String, u32)> = self
-            .children
-            .iter()
-            .map(|(name, child)| (name.clone(), child.id()))
-            .collect();
-        if !self.private {
-            processes.extend(
-                self.gateways
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, g)| Some((format!("gateway-{i}"), g.pid?))),
-            );
+        let mut processes = Vec::new();
+        if self.floor.is_some() {
+            processes.extend(self.gateways[0].pid.map(|pid| ("floor".to_owned(), pid)));
+            return processes;
         }
-        if let Some(pid) = self.redis_port.and_then(crate::procfs::redis_pid) {
-            processes.push(("redis".into(), pid));
+        if let Some(pid) = self.private_parts.as_ref().and_then(|p| p.auth.pid()) {
+            processes.push(("auth".to_owned(), pid));
         }
-        processes.push(("bench".into(), std::process::id()));
+        processes.extend(
+            self.gateways
+                .iter()
+                .enumerate()
+                .filter_map(|(i, g)| Some((format!("gateway-{i}"), g.pid?))),
+        );
+        let redis = match &self.private_parts {
+            Some(parts) => parts.redis.pid(),
+            None => self.redis_port.and_then(crate::procfs::redis_pid),
+        };
+        processes.extend(redis.map(|pid| ("redis".to_owned(), pid)));
         processes
     }
 }
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // Gateways first, then auth (reverse start order); TestRedis kills itself.
-        for (_, child) in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
+/// Publishes one broadcast: a gRPC Publish to auth, or a line to the floor.
+pub enum Publisher<'a> {
+    Grpc {
+        client: BroadcastServiceClient<Channel>,
+        admin_key: String,
+    },
+    Floor(&'a mut FloorProcess),
+}
+
+impl Publisher<'_> {
+    pub async fn publish(&mut self, data: String) -> anyhow::Result<()> {
+        match self {
+            Self::Grpc { client, admin_key } => {
+                let request = with_key(
+                    PublishRequest {
+                        data,
+                        user_id: None,
+                    },
+                    admin_key,
+                )?;
+                client
+                    .publish(request)
+                    .await
+                    .map_err(|s| anyhow!("{:?}: {}", s.code(), s.message()))?;
+                Ok(())
+            }
+            Self::Floor(floor) => floor.publish(data).await,
         }
     }
+}
+
+/// Runs a harness step, whose failures are panics, as a fallible one: one
+/// broken measurement becomes a failed row instead of ending the run.
+async fn harness<T>(what: &str, step: impl Future<Output = T>) -> anyhow::Result<T> {
+    AssertUnwindSafe(step)
+        .catch_unwind()
+        .await
+        .map_err(|panic| anyhow!("starting {what}: {}", panic_text(panic)))
+}
+
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panicked".to_owned())
 }
 
 /// `http://127.0.0.1:8080/` → the socket address, refusing anything not on loopback.
@@ -292,20 +315,15 @@ fn loopback(url: &str) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn bin_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+/// A clear error before the harness would panic on a missing binary.
+fn check_bins(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = match &args.bin_dir {
         Some(dir) => dir.clone(),
         None => {
             let exe = std::env::current_exe().context("locating this executable")?;
-            let mut dir = exe
-                .parent()
+            exe.parent()
                 .context("the executable has a directory")?
-                .to_path_buf();
-            // Under `cargo test`/`cargo run` the binary may sit in deps/.
-            if dir.ends_with("deps") {
-                dir.pop();
-            }
-            dir
+                .to_path_buf()
         }
     };
     for bin in ["wsauth-auth", "wsauth-gateway"] {
@@ -316,23 +334,10 @@ fn bin_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {
             );
         }
     }
-    Ok(dir)
+    Ok(())
 }
 
-fn tcp_up(addr: SocketAddr) -> bool {
-    StdTcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
-
-/// `GET /readyz` answers 200: auth reachable and the event stream subscribed,
-/// so a Publish from now on reaches this gateway.
-async fn ready(addr: SocketAddr) -> bool {
-    let attempt = async {
-        let mut http = HttpConn::connect(addr, source_ip(0)).await?;
-        http.get("/readyz", "").await
-    };
-    matches!(timeout(Duration::from_secs(2), attempt).await, Ok(Ok(response)) if response.status == 200)
-}
-
-fn random_hex() -> String {
-    format!("{:032x}", rand::random::<u128>())
+/// The directory the services' logs go to, for messages.
+pub fn log_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("wsauth-bench-{}", std::process::id()))
 }

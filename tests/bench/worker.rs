@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Connector, Ws, source_ip};
-use crate::jwt::JwtMinter;
+use wsauth_tests::net::source_ip;
+
+use crate::client::{Connector, Ws};
 use crate::protocol::{FanoutResult, FromWorker, Ready, ToWorker, WorkerPlan};
 
 pub async fn run() -> anyhow::Result<()> {
@@ -92,6 +93,17 @@ async fn serve(plan: WorkerPlan, stdin: &mut Lines<BufReader<Stdin>>) -> anyhow:
                 }
                 send(&FromWorker::Fanout(result)).await?;
             }
+            ToWorker::Handshakes {
+                gateway,
+                tasks,
+                duration_ms,
+            } => {
+                let duration = Duration::from_millis(duration_ms);
+                let result =
+                    crate::handshake_loop::run(gateway, &plan.jwt, plan.worker, tasks, duration)
+                        .await;
+                send(&FromWorker::Handshakes(result)).await?;
+            }
             ToWorker::Close => break,
             ToWorker::Start(_) => bail!("start sent twice"),
         }
@@ -105,13 +117,12 @@ async fn connect_all(
     stop: &watch::Receiver<bool>,
     reports: &mpsc::UnboundedSender<ClientReport>,
 ) -> anyhow::Result<Ready> {
-    let minter = JwtMinter::new(&plan.jwt_secret, plan.issuer.clone(), plan.audience.clone())?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut slots = tokio::task::JoinSet::new();
     for slot in 0..plan.concurrency.clamp(1, 1024) {
-        let (minter, next, open, stop, reports) = (
-            minter.clone(),
+        let (jwt_settings, next, open, stop, reports) = (
+            plan.jwt.clone(),
             next.clone(),
             open.clone(),
             stop.clone(),
@@ -136,7 +147,7 @@ async fn connect_all(
                 let user = format!("bench-{index}");
                 let began = Instant::now();
                 let attempt = async {
-                    let jwt = minter.mint(&user)?;
+                    let jwt = jwt_settings.mint(&user);
                     let n = connectors.len();
                     connectors[index % n]
                         .authenticate(&jwt, &user, source_ip(index))
