@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use wsauth_tests::{
-    AuthOptions, GatewayOptions, JWT_SECRET, TestAuth, TestGateway, TestRedis, free_port, within,
+    AuthOptions, GatewayOptions, JWT_SECRET, TestAuth, TestGateway, TestRedis, within,
 };
 
 /// The whole browser run; the script's own deadline (150 s) is shorter.
@@ -58,6 +58,16 @@ fn prerequisites(root: &Path) -> Result<PathBuf, String> {
         ));
     }
     Ok(chromium)
+}
+
+/// A loopback port for the gateway, known before it starts: its own origin
+/// goes into its ALLOWED_ORIGINS and its restarts must come back on it, so
+/// it cannot listen on port 0. (The harness itself binds port 0 everywhere.)
+fn port_for_the_gateway() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("binding 127.0.0.1:0 succeeds on any machine with loopback")
 }
 
 /// The stack the script asks for: a gateway on a fixed port, so a restart
@@ -197,7 +207,7 @@ async fn the_browser_client_reconnects_refreshes_and_stops_on_revocation_in_chro
         redis,
         auth,
         gateway: None,
-        port: free_port(),
+        port: port_for_the_gateway(),
         options: GatewayOptions::default(),
     };
     let (mut child, log) = spawn_script(&root, &chromium);
