@@ -9,6 +9,8 @@
 //! - [`Cluster`]: Redis + N auths + M gateways, and [`warm_up`].
 //! - [`http`]: one small HTTP/1.1 client; [`net`]: loopback client sockets
 //!   spread over source addresses (for load).
+//! - [`TestRedisCluster`] (3 masters, 3 replicas) and [`TestRedisSentinel`]
+//!   (master, replica, 3 sentinels): Redis topologies for auth's modes.
 //!
 //! Services listen on port 0 and the harness reads the bound address from
 //! their `listening` log line. The binaries come from the target dir of the
@@ -28,6 +30,9 @@ pub mod metrics;
 pub mod net;
 mod process;
 mod redis;
+mod redis_cluster;
+mod redis_node;
+mod redis_sentinel;
 mod wait;
 mod ws;
 
@@ -40,5 +45,8 @@ pub use gateway::{GatewayOptions, TestGateway};
 pub use jwt::{JWT_SECRET, Jwt, JwtAlg, now_unix};
 pub use process::Launch;
 pub use redis::TestRedis;
+pub use redis_cluster::TestRedisCluster;
+pub use redis_node::{RedisNode, redis_cli};
+pub use redis_sentinel::{SENTINEL_MASTER, TestRedisSentinel};
 pub use wait::{wait_until, within};
 pub use ws::{Frame, Refused, STEP, WsClient};

@@ -22,9 +22,45 @@ pub struct Config {
     #[arg(long, env = "AUTH_LISTEN", default_value = "127.0.0.1:50051")]
     pub auth_listen: SocketAddr,
 
-    /// Redis URL; absent: an embedded in-memory store that serves one auth replica only.
+    /// Redis URL (`redis://` or `rediss://` for TLS); absent, with no other
+    /// Redis mode set: an embedded in-memory store that serves one auth replica only.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<SecretString>,
+
+    /// Redis Cluster seed nodes (comma-separated `redis://` or `rediss://` URLs).
+    #[arg(long, env = "REDIS_CLUSTER_URLS", value_delimiter = ',')]
+    pub redis_cluster_urls: Vec<SecretString>,
+
+    /// Redis Sentinel nodes (comma-separated URLs); needs REDIS_SENTINEL_MASTER.
+    #[arg(long, env = "REDIS_SENTINEL_URLS", value_delimiter = ',')]
+    pub redis_sentinel_urls: Vec<SecretString>,
+
+    /// The master name the sentinels monitor.
+    #[arg(long, env = "REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
+
+    /// PEM bundle that verifies Redis's TLS certificate (default: the system roots).
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate presented to Redis (with REDIS_CLIENT_KEY_FILE).
+    #[arg(long, env = "REDIS_CLIENT_CERT_FILE")]
+    pub redis_client_cert_file: Option<PathBuf>,
+
+    /// PEM private key of REDIS_CLIENT_CERT_FILE.
+    #[arg(long, env = "REDIS_CLIENT_KEY_FILE")]
+    pub redis_client_key_file: Option<PathBuf>,
+
+    /// Start even when Redis's `maxmemory-policy` may evict keys (a revocation could be lost).
+    #[arg(long, env = "REDIS_ALLOW_EVICTION", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub redis_allow_eviction: bool,
+
+    /// After consuming a ws token, revoking and publishing, wait until this
+    /// many replicas acknowledged the write (Redis WAIT; 0: do not wait; at most 16).
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub redis_wait_replicas: u32,
 
     /// Shared secret for HS256 JWTs (also signs `mint-jwt` tokens).
     #[arg(long, env = "JWT_HS256_SECRET")]
@@ -120,6 +156,14 @@ impl Config {
         Self {
             auth_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             redis_url: None,
+            redis_cluster_urls: Vec::new(),
+            redis_sentinel_urls: Vec::new(),
+            redis_sentinel_master: None,
+            redis_ca_file: None,
+            redis_client_cert_file: None,
+            redis_client_key_file: None,
+            redis_allow_eviction: false,
+            redis_wait_replicas: 0,
             jwt_hs256_secret: Some(SecretString::from(secret)),
             jwt_public_key_file: None,
             jwt_jwks_file: None,

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// permission, unsupported version): retrying will not help, an operator must look.
     #[error("store refused the command: {0}")]
     Failed(String),
+    /// The Redis settings are contradictory or unreadable (found at start).
+    #[error("{0}")]
+    Config(String),
 }
 impl From<AuthError> for Status {
     fn from(error: AuthError) -> Self {
@@ -62,6 +65,10 @@ impl From<AuthError> for Status {
             }
             AuthError::Store(StoreError::Failed(cause)) => {
                 tracing::error!(%cause, "store refused the command");
+                Status::internal("internal error")
+            }
+            AuthError::Store(StoreError::Config(cause)) => {
+                tracing::error!(%cause, "store misconfigured");
                 Status::internal("internal error")
             }
             AuthError::Store(StoreError::Corrupt(cause)) => {

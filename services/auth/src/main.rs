@@ -15,6 +15,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // redis's rustls (rediss://) needs a process-wide provider: ring, never aws-lc-rs.
+    // An Err only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::parse();
     if let Some(Command::MintJwt { sub, ttl_s }) = &config.command {
         let jwt = wsauth_auth::mint::mint_jwt(&config, sub, *ttl_s)?;

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +21,7 @@ use crate::config::Config;
 use crate::events::Events;
 use crate::grpc::{AuthGrpc, BroadcastGrpc};
 use crate::jwt::{JwtConfigError, JwtVerifier};
+use crate::store::redis::RedisSettings;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 
 /// Concurrent HTTP/2 streams per connection: enough for a gateway's
@@ -72,26 +72,13 @@ pub async fn run(
     // The stream reader and every Subscribe forwarder: `run` returns after they stop.
     let tasks = TaskTracker::new();
     let retention = config.event_retention;
-    // An empty REDIS_URL (a template's `REDIS_URL=`) means none, as unset.
-    let redis_url = config
-        .redis_url
-        .as_ref()
-        .filter(|url| !url.expose_secret().trim().is_empty());
-    let store: Arc<dyn Store> = match redis_url {
-        Some(url) => Arc::new(
-            RedisStore::new(
-                url.expose_secret(),
-                config.redis_timeout(),
-                retention,
-                stop.clone(),
-                &tasks,
-            )
-            .await?,
-        ),
+    let store: Arc<dyn Store> = match RedisSettings::from_config(&config)? {
+        Some(settings) => Arc::new(RedisStore::connect(&settings, stop.clone(), &tasks).await?),
         None => {
             tracing::warn!(
-                "REDIS_URL not set: using the embedded in-memory store, which serves ONE auth \
-                 replica only (state is lost on restart and not shared)"
+                "no Redis configured (REDIS_URL, REDIS_CLUSTER_URLS or REDIS_SENTINEL_URLS): using \
+                 the embedded in-memory store, which serves ONE auth replica only (state is lost \
+                 on restart and not shared)"
             );
             Arc::new(MemoryStore::new(
                 usize::try_from(retention).unwrap_or(usize::MAX),

@@ -484,3 +484,60 @@ macro_rules! conformance {
 
 conformance!(memory_store, memory);
 conformance!(redis_store, redis);
+
+/// The whole suite, test after test, on one Redis Cluster or Sentinel
+/// deployment (one per test would start dozens of servers at once), with
+/// FLUSHALL and a fresh store before each test.
+mod topologies {
+    use wsauth_auth::store::redis::{RedisSettings, Topology};
+    use wsauth_tests::{SENTINEL_MASTER, TestRedisCluster, TestRedisSentinel};
+
+    use super::*;
+
+    async fn whole_suite(topology: Topology, flush: impl Fn()) {
+        let settings = RedisSettings {
+            topology,
+            ..RedisSettings::single("redis://unused", Duration::from_secs(2), RETENTION)
+        };
+        let stop = CancellationToken::new();
+        let _stop_on_drop = stop.clone().drop_guard();
+        let fresh = || async {
+            flush();
+            let store = RedisStore::connect(&settings, stop.clone(), &TaskTracker::new())
+                .await
+                .expect("redis store");
+            Arc::new(store) as Arc<dyn Store>
+        };
+        suite::a_token_is_taken_once_when_consumed(&*fresh().await).await;
+        suite::a_token_stays_when_not_consumed(&*fresh().await).await;
+        suite::racing_consumers_get_one_token_once(fresh().await).await;
+        suite::tokens_expire_in_the_store(&*fresh().await).await;
+        suite::revocations_are_read_together(&*fresh().await).await;
+        suite::jti_revocations_expire(&*fresh().await).await;
+        suite::a_taken_token_carries_its_users_cutoff(&*fresh().await).await;
+        suite::issue_refuses_revoked_jwts_in_the_same_step(&*fresh().await).await;
+        suite::reads_stop_at_the_byte_budget(&*fresh().await).await;
+        suite::an_id_ahead_of_the_stream_reads_nothing(&*fresh().await).await;
+        suite::events_read_back_in_order(&*fresh().await).await;
+        suite::live_events_arrive_in_order(&*fresh().await).await;
+        suite::old_events_are_trimmed_and_reported(fresh().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_cluster_store_passes_the_whole_suite() {
+        let cluster = TestRedisCluster::spawn();
+        let urls = cluster.urls().split(',').map(Into::into).collect();
+        whole_suite(Topology::Cluster(urls), || cluster.flushall()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sentinel_store_passes_the_whole_suite() {
+        let sentinel = TestRedisSentinel::spawn();
+        let sentinels = sentinel.urls().split(',').map(Into::into).collect();
+        let topology = Topology::Sentinel {
+            sentinels,
+            master: SENTINEL_MASTER.into(),
+        };
+        whole_suite(topology, || sentinel.flushall()).await;
+    }
+}

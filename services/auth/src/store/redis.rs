@@ -1,11 +1,17 @@
-//! The Redis store, shared by every auth replica.
+//! The Redis store, shared by every auth replica, on one server, a Cluster
+//! or a Sentinel-managed master ([`conn`]), each optionally over TLS.
 //!
-//! Commands go through one multiplexed, self-reconnecting `ConnectionManager`,
-//! each under `REDIS_TIMEOUT_MS`; the scripts live beside what they keep
-//! ([`token`], [`stream`]). The event stream is read by one [`reader`] task
-//! per process on its own connection and fanned out in-process.
+//! Every call runs under `REDIS_TIMEOUT_MS`; the scripts live beside what
+//! they keep ([`token`], [`stream`]). In Cluster mode every script touches
+//! the keys of one slot and declares them: ws-token and revocation keys
+//! spread over the slots, the event stream and its epoch share one hash tag.
+//! The stream is read by one [`reader`] task per process on its own
+//! connection and fanned out in-process.
 
+mod conn;
+mod eviction;
 mod reader;
+mod settings;
 mod stream;
 mod token;
 
@@ -14,21 +20,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ErrorKind, IntoConnectionInfo, RedisError, Script, ServerErrorKind, Value};
+use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::conn::{Conn, Redis};
+use self::eviction::check_eviction;
 use self::reader::Reader;
-use self::stream::{APPEND, READ_AFTER, parse_entries, text};
-use self::token::{ISSUE_TOKEN, TAKE_TOKEN, decode_record, parse_cutoff};
+pub use self::settings::{RedisSettings, TlsFiles, Topology};
+use self::stream::{APPEND, READ_AFTER, flatten, parse_entries, text};
+use self::token::{ISSUE_TOKEN, STAMP_TOKEN, STORE_TOKEN, TAKE_TOKEN, parse_cutoff};
 use super::{FANOUT_CAPACITY, IssueRequest, Live, RevocationState, Store, StoreError, TakenToken};
 use crate::event::{Event, EventChunk, EventId, NewEvent, new_epoch};
 use crate::ws_token::{TokenHash, TokenRecord};
 
-const STREAM_KEY: &str = "wsauth:events";
-const EPOCH_KEY: &str = "wsauth:epoch";
+/// The stream and its epoch share the hash tag `{events}`: one slot, so the
+/// scripts that read or append both run in Cluster mode.
+const STREAM_KEY: &str = "wsauth:{events}";
+const EPOCH_KEY: &str = "wsauth:{events}:epoch";
 const JTI_PREFIX: &str = "wsauth:rjti:";
 const CUTOFF_PREFIX: &str = "wsauth:rusr:";
 
@@ -53,25 +63,28 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    redis: Arc<Redis>,
     timeout: Duration,
     retention: u64,
+    wait_replicas: u32,
     fanout: broadcast::Sender<Live>,
     /// True while the reader has a position and a working connection.
     ready: watch::Receiver<bool>,
+    scripts: Scripts,
+}
+
+struct Scripts {
     take_token: Script,
     issue_token: Script,
+    stamp_token: Script,
+    store_token: Script,
     revoke_user: Script,
     append: Script,
     read_after: Script,
 }
 
 impl RedisStore {
-    /// Connects lazily (auth starts even while Redis is down) and starts the
-    /// stream reader on `tasks`, which runs until `shutdown` is cancelled.
-    /// Waits (up to twice the timeout) for the reader to find its starting
-    /// point; until it has, [`Store::live`] answers Unavailable, so that no
-    /// subscriber is taken on at a position the reader may never deliver from.
+    /// One server at `url` with the default settings (tests and tools).
     pub async fn new(
         url: &str,
         timeout: Duration,
@@ -79,37 +92,50 @@ impl RedisStore {
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Result<Self, StoreError> {
-        let invalid_url =
-            |e: RedisError| StoreError::Failed(format!("invalid REDIS_URL: {:?}", e.kind()));
-        let info = url.into_connection_info().map_err(invalid_url)?;
-        // Every command is a small request awaiting its reply: Nagle would
-        // hold some of them back until the server's delayed ACK.
-        let tcp = info.tcp_settings().clone().set_nodelay(true);
-        let client = Client::open(info.set_tcp_settings(tcp)).map_err(invalid_url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(store_error)?;
+        Self::connect(
+            &RedisSettings::single(url, timeout, retention),
+            shutdown,
+            tasks,
+        )
+        .await
+    }
+
+    /// Connects lazily (auth starts even while Redis is down), checks
+    /// `maxmemory-policy` when Redis answers, and starts the stream reader
+    /// on `tasks`, which runs until `shutdown` is cancelled. Waits (up to
+    /// twice the timeout) for the reader to find its starting point; until
+    /// it has, [`Store::live`] answers Unavailable, so that no subscriber is
+    /// taken on at a position the reader may never deliver from.
+    pub async fn connect(
+        settings: &RedisSettings,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<Self, StoreError> {
+        let redis = Arc::new(Redis::open(settings)?);
+        let timeout = settings.timeout;
+        check_eviction(&redis, timeout, settings.allow_eviction).await?;
         let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
         let (ready_tx, ready) = watch::channel(false);
         let store = Self {
             inner: Arc::new(Inner {
-                conn,
+                redis: redis.clone(),
                 timeout,
-                retention,
+                retention: settings.retention,
+                wait_replicas: settings.wait_replicas,
                 fanout: fanout.clone(),
                 ready: ready.clone(),
-                take_token: Script::new(TAKE_TOKEN),
-                issue_token: Script::new(ISSUE_TOKEN),
-                revoke_user: Script::new(REVOKE_USER),
-                append: Script::new(APPEND),
-                read_after: Script::new(READ_AFTER),
+                scripts: Scripts {
+                    take_token: Script::new(TAKE_TOKEN),
+                    issue_token: Script::new(ISSUE_TOKEN),
+                    stamp_token: Script::new(STAMP_TOKEN),
+                    store_token: Script::new(STORE_TOKEN),
+                    revoke_user: Script::new(REVOKE_USER),
+                    append: Script::new(APPEND),
+                    read_after: Script::new(READ_AFTER),
+                },
             }),
         };
-        let reader = Reader::new(client, timeout, fanout, ready_tx);
+        let reader = Reader::new(redis, timeout, fanout, ready_tx);
         tasks.spawn(reader.run(shutdown));
         let mut ready = ready;
         let wait = timeout.saturating_mul(2);
@@ -125,27 +151,57 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Runs one Redis call under the deadline.
-    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `work` on a connection, all under the deadline (in Sentinel mode
+    /// the deadline also covers asking the sentinels for the master).
+    async fn call<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
     where
-        F: Future<Output = Result<T, RedisError>>,
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
     {
-        match tokio::time::timeout(self.inner.timeout, f).await {
+        let timed_out = || StoreError::Unavailable("redis call timed out".into());
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let conn = match tokio::time::timeout_at(deadline, self.inner.redis.conn()).await {
+            Ok(conn) => conn.map_err(store_error)?,
+            Err(_) => return Err(timed_out()),
+        };
+        let marker = conn.clone();
+        match tokio::time::timeout_at(deadline, work(conn)).await {
             Ok(result) => result.map_err(store_error),
-            Err(_) => Err(StoreError::Unavailable("redis call timed out".into())),
+            Err(_) => {
+                marker.timed_out();
+                Err(timed_out())
+            }
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.inner.conn.clone()
+    /// With `REDIS_WAIT_REPLICAS`, waits (WAIT) until that many replicas of
+    /// the master holding `key` have every write made so far on `conn`:
+    /// a failover then cannot lose it. Unavailable when too few answered in time.
+    async fn replicate(&self, conn: &mut Conn, key: &str) -> RedisResult<()> {
+        let wanted = self.inner.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        // Half the call deadline, so the reply still arrives within it.
+        let wait_ms = u64::try_from(self.inner.timeout.as_millis() / 2)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(wanted).arg(wait_ms);
+        let acked: i64 = redis::from_redis_value(conn.query_at(key, &cmd).await?)?;
+        if acked < i64::from(wanted) {
+            return Err(RedisError::from((
+                ErrorKind::Io,
+                "too few replicas acknowledged the write",
+                format!("{acked} of {wanted} within {wait_ms} ms"),
+            )));
+        }
+        Ok(())
     }
 }
 
-/// Unreachable, timed out, failing over or loading: Unavailable (retry later).
-/// Anything else (WRONGTYPE, script errors, NOAUTH, NOPERM...) is a
-/// misconfiguration that retrying will not fix: Failed.
-fn store_error(error: RedisError) -> StoreError {
-    let transient = error.is_io_error()
+fn store_error_is_transient(error: &RedisError) -> bool {
+    error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
@@ -157,11 +213,20 @@ fn store_error(error: RedisError) -> StoreError {
                     | ServerErrorKind::ClusterDown
                     | ServerErrorKind::MasterDown
                     | ServerErrorKind::ReadOnly
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
             ) | ErrorKind::MasterNameNotFoundBySentinel
                 | ErrorKind::NoValidReplicasFoundBySentinel
                 | ErrorKind::EmptySentinelList
-        );
-    if transient {
+                | ErrorKind::ClusterConnectionNotFound
+        )
+}
+
+/// Unreachable, timed out, failing over or loading: Unavailable (retry later).
+/// Anything else (WRONGTYPE, script errors, NOAUTH, NOPERM...) is a
+/// misconfiguration that retrying will not fix: Failed.
+fn store_error(error: RedisError) -> StoreError {
+    if store_error_is_transient(&error) {
         StoreError::Unavailable(error.to_string())
     } else {
         StoreError::Failed(error.to_string())
@@ -178,25 +243,22 @@ fn ttl_ms(ttl: Duration) -> u64 {
         .clamp(1, MAX_TTL_MS)
 }
 
+fn cutoff_key(user_id: &str) -> String {
+    format!("{CUTOFF_PREFIX}{user_id}")
+}
+
+fn jti_key(jti: &str) -> String {
+    format!("{JTI_PREFIX}{jti}")
+}
+
 #[async_trait]
 impl Store for RedisStore {
     async fn issue_ws_token(
         &self,
         request: IssueRequest<'_>,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let mut conn = self.conn();
+        let issued = self.issue(request).await?;
         let ttl_ms = ttl_ms(request.ttl);
-        let mut invocation = self.inner.issue_token.key(request.hash.key());
-        invocation.key(format!("{CUTOFF_PREFIX}{}", request.user_id));
-        if let Some(jti) = request.jti {
-            invocation.key(format!("{JTI_PREFIX}{jti}"));
-        }
-        invocation
-            .arg(request.user_id)
-            .arg(request.iat.map(|iat| iat.to_string()).unwrap_or_default())
-            .arg(ttl_ms)
-            .arg(request.leeway_s);
-        let issued: Option<u64> = self.call(invocation.invoke_async(&mut conn)).await?;
         Ok(issued.map(|issued_ms| TokenRecord {
             issued_ms,
             expires_ms: issued_ms.saturating_add(ttl_ms),
@@ -209,41 +271,37 @@ impl Store for RedisStore {
         hash: &TokenHash,
         consume: bool,
     ) -> Result<Option<TakenToken>, StoreError> {
-        let mut conn = self.conn();
-        let mut invocation = self.inner.take_token.key(hash.key());
-        invocation
-            .arg(if consume { "1" } else { "0" })
-            .arg(CUTOFF_PREFIX);
-        let reply: Option<(Vec<u8>, Vec<u8>)> =
-            self.call(invocation.invoke_async(&mut conn)).await?;
-        let Some((value, cutoff)) = reply else {
-            return Ok(None);
-        };
-        let record = decode_record(&value)?;
-        let user_cutoff_ms = parse_cutoff(&cutoff)?;
-        Ok(Some(TakenToken {
-            record,
-            user_cutoff_ms,
-        }))
+        self.take(hash, consume).await
     }
 
     async fn revoke_jti(&self, jti: &str, ttl: Option<Duration>) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let key = jti_key(jti);
         let mut cmd = redis::cmd("SET");
-        cmd.arg(format!("{JTI_PREFIX}{jti}")).arg("1");
+        cmd.arg(&key).arg("1");
         if let Some(ttl) = ttl {
             cmd.arg("PX").arg(ttl_ms(ttl));
         }
-        self.call(cmd.query_async::<()>(&mut conn)).await
+        self.call(|mut conn| async move {
+            cmd.query_async::<()>(&mut conn).await?;
+            self.replicate(&mut conn, &key).await
+        })
+        .await
     }
 
     async fn revoke_user(&self, user_id: &str) -> Result<u64, StoreError> {
-        let mut conn = self.conn();
-        let invocation = self
-            .inner
-            .revoke_user
-            .key(format!("{CUTOFF_PREFIX}{user_id}"));
-        self.call(invocation.invoke_async(&mut conn)).await
+        let key = cutoff_key(user_id);
+        self.call(|mut conn| async move {
+            let cutoff = self
+                .inner
+                .scripts
+                .revoke_user
+                .key(&key)
+                .invoke_async(&mut conn)
+                .await?;
+            self.replicate(&mut conn, &key).await?;
+            Ok(cutoff)
+        })
+        .await
     }
 
     async fn revocation(
@@ -251,28 +309,38 @@ impl Store for RedisStore {
         jti: Option<&str>,
         user_id: &str,
     ) -> Result<RevocationState, StoreError> {
-        let mut conn = self.conn();
-        let mut cmd = redis::cmd("MGET");
-        cmd.arg(format!("{CUTOFF_PREFIX}{user_id}"));
-        if let Some(jti) = jti {
-            cmd.arg(format!("{JTI_PREFIX}{jti}"));
-        }
-        let values: Vec<Option<Vec<u8>>> = self.call(cmd.query_async(&mut conn)).await?;
-        let mut values = values.into_iter();
-        let user_cutoff_ms = match values.next().flatten() {
-            Some(cutoff) => parse_cutoff(&cutoff)?,
-            None => None,
-        };
-        let jti_revoked = values.next().flatten().is_some();
+        // Two GETs, not one MGET: in Cluster mode the keys are in different
+        // slots. Sent together, they share one round trip.
+        let (cutoff, jti_flag): (Option<Vec<u8>>, bool) = self
+            .call(|conn| async move {
+                let mut cutoff_conn = conn;
+                let mut jti_conn = cutoff_conn.clone();
+                let mut get = redis::cmd("GET");
+                get.arg(cutoff_key(user_id));
+                let cutoff = get.query_async(&mut cutoff_conn);
+                let flag = async {
+                    match jti {
+                        Some(jti) => {
+                            redis::cmd("EXISTS")
+                                .arg(jti_key(jti))
+                                .query_async::<bool>(&mut jti_conn)
+                                .await
+                        }
+                        None => Ok(false),
+                    }
+                };
+                let (cutoff, flag) = futures::future::join(cutoff, flag).await;
+                Ok((cutoff?, flag?))
+            })
+            .await?;
         Ok(RevocationState {
-            jti_revoked,
-            user_cutoff_ms,
+            jti_revoked: jti_flag,
+            user_cutoff_ms: parse_cutoff(cutoff.as_deref().unwrap_or_default())?,
         })
     }
 
     async fn append(&self, event: NewEvent) -> Result<Event, StoreError> {
-        let mut conn = self.conn();
-        let mut invocation = self.inner.append.key(STREAM_KEY);
+        let mut invocation = self.inner.scripts.append.key(STREAM_KEY);
         invocation
             .key(EPOCH_KEY)
             .arg(new_epoch())
@@ -280,7 +348,13 @@ impl Store for RedisStore {
             .arg(event.kind.tag())
             .arg(event.user_id.as_deref().unwrap_or(""))
             .arg(&event.data);
-        let (epoch, id): (String, String) = self.call(invocation.invoke_async(&mut conn)).await?;
+        let (epoch, id): (String, String) = self
+            .call(|mut conn| async move {
+                let appended = invocation.invoke_async(&mut conn).await?;
+                self.replicate(&mut conn, STREAM_KEY).await?;
+                Ok(appended)
+            })
+            .await?;
         let seq = id.parse().map_err(|_| corrupt("XADD id"))?;
         Ok(Event {
             id: EventId {
@@ -299,14 +373,15 @@ impl Store for RedisStore {
         count: usize,
         max_bytes: usize,
     ) -> Result<EventChunk, StoreError> {
-        let mut conn = self.conn();
-        let mut invocation = self.inner.read_after.key(STREAM_KEY);
+        let mut invocation = self.inner.scripts.read_after.key(STREAM_KEY);
         invocation
             .key(EPOCH_KEY)
             .arg(after.seq.to_string())
             .arg(count.max(1))
             .arg(max_bytes);
-        let reply: Value = self.call(invocation.invoke_async(&mut conn)).await?;
+        let reply: Value = self
+            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
         let Value::Array(parts) = reply else {
             return Err(corrupt("read script"));
         };

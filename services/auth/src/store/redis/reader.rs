@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Script, Value};
+use redis::{Script, Value};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::conn::{Conn, Redis};
 use super::stream::{POSITION, xread_entries};
-use super::{EPOCH_KEY, STREAM_KEY, corrupt, store_error};
+use super::{EPOCH_KEY, STREAM_KEY, corrupt, flatten, store_error};
 use crate::error::StoreError;
 use crate::event::StreamSeq;
 use crate::store::Live;
@@ -23,7 +23,7 @@ const READ_COUNT: usize = 512;
 /// The one stream reader of this process: XREAD BLOCK on a dedicated
 /// connection, each entry sent to the in-process fan-out.
 pub(super) struct Reader {
-    client: Client,
+    redis: Arc<Redis>,
     timeout: Duration,
     fanout: broadcast::Sender<Live>,
     /// The epoch and last id read; None before the first successful read.
@@ -44,15 +44,15 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 impl Reader {
-    /// A reader of `client`'s stream that reports readiness on `ready`.
+    /// A reader of `redis`'s stream that reports readiness on `ready`.
     pub(super) fn new(
-        client: Client,
+        redis: Arc<Redis>,
         timeout: Duration,
         fanout: broadcast::Sender<Live>,
         ready: watch::Sender<bool>,
     ) -> Self {
         Self {
-            client,
+            redis,
             timeout,
             fanout,
             position: None,
@@ -105,14 +105,15 @@ impl Reader {
         was_serving: &mut bool,
         reported_down: &mut bool,
     ) -> Result<std::convert::Infallible, StoreError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(READ_BLOCK + self.timeout));
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(store_error)?;
+        // A connection of its own: a blocking XREAD on the shared one would
+        // stall every command behind it (in Cluster mode, on that node).
+        let mut conn = tokio::time::timeout(
+            self.timeout.saturating_mul(2),
+            self.redis.dedicated(READ_BLOCK + self.timeout),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("redis connect timed out".into()))?
+        .map_err(store_error)?;
         self.check_version(&mut conn).await?;
         let mut from = self.start_position(&mut conn).await?;
         // Pin the start now: a reconnect must not skip what came in meanwhile.
@@ -176,16 +177,20 @@ impl Reader {
 
     /// History relies on XINFO's `entries-added` (Redis 7): say so clearly
     /// instead of failing every History call with a script error.
-    async fn check_version(&self, conn: &mut MultiplexedConnection) -> Result<(), StoreError> {
-        let info: String = tokio::time::timeout(
+    async fn check_version(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        let info: Value = tokio::time::timeout(
             self.timeout,
             redis::cmd("INFO").arg("server").query_async(conn),
         )
         .await
         .map_err(|_| StoreError::Unavailable("redis call timed out".into()))?
         .map_err(store_error)?;
-        let version = info
-            .lines()
+        // A Cluster answers once per node: any node's version will do.
+        let mut texts = Vec::new();
+        flatten(&info, &mut texts);
+        let version = texts
+            .iter()
+            .flat_map(|text| text.lines())
             .find_map(|line| line.strip_prefix("redis_version:"))
             .map(str::trim);
         let major = version
@@ -202,10 +207,7 @@ impl Reader {
 
     /// Continue after the last id read when the epoch is unchanged; read the
     /// whole new stream when it changed; start at the end on first connect.
-    async fn start_position(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<(String, StreamSeq), StoreError> {
+    async fn start_position(&self, conn: &mut Conn) -> Result<(String, StreamSeq), StoreError> {
         let mut invocation = self.position_script.key(STREAM_KEY);
         invocation.key(EPOCH_KEY);
         let (epoch, last): (String, String) =

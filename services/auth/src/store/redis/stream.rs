@@ -155,3 +155,14 @@ pub(super) fn xread_entries(reply: Value) -> Result<Vec<Event>, StoreError> {
     };
     parse_entries(stream.ok_or_else(|| corrupt("XREAD reply"))?)
 }
+/// Every string inside a reply (a Cluster answers per node).
+pub(super) fn flatten(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Array(items) | Value::Set(items) => items.iter().for_each(|v| flatten(v, out)),
+        Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+            flatten(k, out);
+            flatten(v, out);
+        }),
+        other => out.extend(text(other).map(str::to_owned)),
+    }
+}

@@ -1,10 +1,12 @@
-//! ws tokens in Redis: the scripts that write and take them, and the
-//! decoding of the record [`ISSUE_TOKEN`] writes, kept side by side so the
-//! two forms cannot drift apart.
+//! ws tokens in Redis: the scripts that write and take them, the two ways
+//! to run them (one server: one script each; Cluster: one slot per script),
+//! and the decoding of the record the scripts write, kept side by side so
+//! the forms cannot drift apart.
 
-use super::corrupt;
+use super::{RedisStore, corrupt, cutoff_key, jti_key, ttl_ms};
 use crate::error::StoreError;
-use crate::ws_token::TokenRecord;
+use crate::store::{IssueRequest, TakenToken};
+use crate::ws_token::{TokenHash, TokenRecord};
 
 /// GET or GETDEL (ARGV[1] == "1") of a ws token, and its user's cutoff, in one
 /// atomic step. The value is "<issued_ms> <expires_ms> <user_id>".
@@ -41,6 +43,146 @@ redis.call('SET', KEYS[1], string.format('%d %d ', now, now + ttl) .. ARGV[1], '
 return now
 ";
 
+/// Cluster step 1 of IssueWsToken, on the master of the user's cutoff
+/// KEYS[1] (whose clock also stamps RevokeUser): the issue time (ms), or
+/// false when the iat ARGV[1] is revoked by the cutoff (leeway ARGV[2]).
+pub(super) const STAMP_TOKEN: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cutoff = tonumber(redis.call('GET', KEYS[1]) or '')
+if cutoff then
+  if ARGV[1] == '' then return false end
+  local iat = tonumber(ARGV[1])
+  if iat <= math.floor(cutoff / 1000) or iat > math.floor(now / 1000) + tonumber(ARGV[2]) then
+    return false
+  end
+end
+return now
+";
+
+/// Cluster step 2 of IssueWsToken: stores the token KEYS[1] issued at ARGV[1]
+/// (ms) for ARGV[3] (user id) with PX ARGV[2], in [`ISSUE_TOKEN`]'s form.
+pub(super) const STORE_TOKEN: &str = r"
+local now = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], string.format('%d %d ', now, now + ttl) .. ARGV[3], 'PX', ARGV[2])
+return now
+";
+
+impl RedisStore {
+    /// IssueWsToken's store step: the issue time, or None when the JWT is revoked.
+    pub(super) async fn issue(&self, request: IssueRequest<'_>) -> Result<Option<u64>, StoreError> {
+        let ttl_ms = ttl_ms(request.ttl);
+        let scripts = &self.inner.scripts;
+        let iat = request.iat.map(|iat| iat.to_string()).unwrap_or_default();
+        if !self.inner.redis.is_cluster() {
+            let mut invocation = scripts.issue_token.key(request.hash.key());
+            invocation.key(cutoff_key(request.user_id));
+            if let Some(jti) = request.jti {
+                invocation.key(jti_key(jti));
+            }
+            invocation
+                .arg(request.user_id)
+                .arg(&iat)
+                .arg(ttl_ms)
+                .arg(request.leeway_s);
+            return self
+                .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+                .await;
+        }
+        // The token, the user's cutoff and the jti live in three slots: check
+        // the jti and stamp against the cutoff, then store. A RevokeUser in
+        // between sets a cutoff at or after the stamp (same master, same
+        // clock), so the token is refused when taken.
+        self.call(|mut conn| async move {
+            if let Some(jti) = request.jti {
+                let revoked: bool = redis::cmd("EXISTS")
+                    .arg(jti_key(jti))
+                    .query_async(&mut conn)
+                    .await?;
+                if revoked {
+                    return Ok(None);
+                }
+            }
+            let stamp: Option<u64> = scripts
+                .stamp_token
+                .key(cutoff_key(request.user_id))
+                .arg(&iat)
+                .arg(request.leeway_s)
+                .invoke_async(&mut conn)
+                .await?;
+            let Some(now) = stamp else {
+                return Ok(None);
+            };
+            scripts
+                .store_token
+                .key(request.hash.key())
+                .arg(now)
+                .arg(ttl_ms)
+                .arg(request.user_id)
+                .invoke_async::<u64>(&mut conn)
+                .await?;
+            Ok(Some(now))
+        })
+        .await
+    }
+
+    /// ValidateToken's store step: the token's record and its user's cutoff,
+    /// deleting the token first when `consume` (then replicated as configured).
+    pub(super) async fn take(
+        &self,
+        hash: &TokenHash,
+        consume: bool,
+    ) -> Result<Option<TakenToken>, StoreError> {
+        let key = hash.key();
+        let cluster = self.inner.redis.is_cluster();
+        let taken: Option<(Vec<u8>, Vec<u8>)> = self
+            .call(|mut conn| async move {
+                let taken: Option<(Vec<u8>, Vec<u8>)> = if cluster {
+                    // The cutoff lives in the user's slot: read after the
+                    // token is gone, so a RevokeUser before now is seen.
+                    let value: Option<Vec<u8>> = redis::cmd(if consume { "GETDEL" } else { "GET" })
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await?;
+                    match value {
+                        Some(value) => {
+                            // A record that does not decode fails below.
+                            let user = decode_record(&value).map(|r| r.user_id).unwrap_or_default();
+                            let cutoff: Option<Vec<u8>> = redis::cmd("GET")
+                                .arg(cutoff_key(&user))
+                                .query_async(&mut conn)
+                                .await?;
+                            Some((value, cutoff.unwrap_or_default()))
+                        }
+                        None => None,
+                    }
+                } else {
+                    self.inner
+                        .scripts
+                        .take_token
+                        .key(&key)
+                        .arg(if consume { "1" } else { "0" })
+                        .arg(super::CUTOFF_PREFIX)
+                        .invoke_async(&mut conn)
+                        .await?
+                };
+                if consume && taken.is_some() {
+                    self.replicate(&mut conn, &key).await?;
+                }
+                Ok(taken)
+            })
+            .await?;
+        let Some((value, cutoff)) = taken else {
+            return Ok(None);
+        };
+        Ok(Some(TakenToken {
+            record: decode_record(&value)?,
+            user_cutoff_ms: parse_cutoff(&cutoff)?,
+        }))
+    }
+}
+
 pub(super) fn parse_cutoff(bytes: &[u8]) -> Result<Option<u64>, StoreError> {
     if bytes.is_empty() {
         return Ok(None);
@@ -52,7 +194,7 @@ pub(super) fn parse_cutoff(bytes: &[u8]) -> Result<Option<u64>, StoreError> {
         .ok_or_else(|| corrupt("user cutoff"))
 }
 
-/// Reads the value [`ISSUE_TOKEN`] stores: `"<issued_ms> <expires_ms> <user_id>"`,
+/// Reads the value [`ISSUE_TOKEN`] and [`STORE_TOKEN`] store: `"<issued_ms> <expires_ms> <user_id>"`,
 /// the user id last so it may hold spaces.
 pub(super) fn decode_record(value: &[u8]) -> Result<TokenRecord, StoreError> {
     let malformed = || corrupt("ws token record");
@@ -81,9 +223,10 @@ mod tests {
 
     use super::*;
 
-    /// Runs [`ISSUE_TOKEN`] on a real redis-server and decodes the raw value it stored.
+    /// Runs both writers ([`ISSUE_TOKEN`], [`STORE_TOKEN`]) on a real
+    /// redis-server and decodes the raw values they stored.
     #[tokio::test]
-    async fn the_record_the_issue_script_stores_decodes() {
+    async fn the_records_the_scripts_store_decode() {
         let redis = TestRedis::spawn();
         let client = redis::Client::open(redis.url()).expect("a valid url");
         let mut conn = client
@@ -91,9 +234,9 @@ mod tests {
             .await
             .expect("redis-server answers");
         for user in ["alice", "a user with spaces", "ünïcode 用户"] {
-            let key = format!("t:{user}");
+            let issue_key = format!("issue:{user}");
             let issued: u64 = Script::new(ISSUE_TOKEN)
-                .key(&key)
+                .key(&issue_key)
                 .key("cutoff:none")
                 .arg(user)
                 .arg("")
@@ -101,21 +244,34 @@ mod tests {
                 .arg(30)
                 .invoke_async(&mut conn)
                 .await
-                .expect("the script runs");
-            let stored: Vec<u8> = redis::cmd("GET")
-                .arg(&key)
-                .query_async(&mut conn)
+                .expect("the issue script runs");
+            let store_key = format!("store:{user}");
+            let stored_at: u64 = Script::new(STORE_TOKEN)
+                .key(&store_key)
+                .arg(issued)
+                .arg(60_000)
+                .arg(user)
+                .invoke_async(&mut conn)
                 .await
-                .expect("the script stored the token");
-            let record = decode_record(&stored).expect("the stored form decodes");
-            assert_eq!(
-                record,
-                TokenRecord {
-                    issued_ms: issued,
-                    expires_ms: issued + 60_000,
-                    user_id: user.to_owned(),
-                }
-            );
+                .expect("the store script runs");
+            assert_eq!(stored_at, issued);
+            for key in [&issue_key, &store_key] {
+                let stored: Vec<u8> = redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("the script stored the token");
+                let record = decode_record(&stored).expect("the stored form decodes");
+                assert_eq!(
+                    record,
+                    TokenRecord {
+                        issued_ms: issued,
+                        expires_ms: issued + 60_000,
+                        user_id: user.to_owned(),
+                    },
+                    "{key}"
+                );
+            }
         }
     }
 
