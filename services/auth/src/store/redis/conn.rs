@@ -31,6 +31,8 @@ use super::settings::{RedisSettings, Topology};
 use crate::error::StoreError;
 
 /// Where commands go, per mode. Cheap to share; [`Redis::conn`] hands out connections.
+// One per process, behind an Arc: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Redis {
     /// One server.
     Single {
