@@ -3,10 +3,12 @@
 //! - [`proto`]: the generated `wsauth.v1` messages, clients and servers, and
 //!   the descriptor set that auth serves through reflection;
 //! - [`telemetry`]: tracing set up from `RUST_LOG` and `LOG_FORMAT`;
-//! - [`shutdown`]: one future for SIGTERM or Ctrl-C.
+//! - [`shutdown`]: one future for SIGTERM or Ctrl-C;
+//! - [`tls`]: rustls server configs from PEM files, reloaded when they change.
 #![forbid(unsafe_code)]
 
 pub mod event_id;
 pub mod proto;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

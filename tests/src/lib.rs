@@ -11,6 +11,7 @@
 //!   spread over source addresses (for load).
 //! - [`TestRedisCluster`] (3 masters, 3 replicas) and [`TestRedisSentinel`]
 //!   (master, replica, 3 sentinels): Redis topologies for auth's modes.
+//! - [`pki`]: a test CA and the certificates it signs, as PEM files.
 //!
 //! Services listen on port 0 and the harness reads the bound address from
 //! their `listening` log line. The binaries come from the target dir of the
@@ -28,6 +29,7 @@ pub mod http;
 mod jwt;
 pub mod metrics;
 pub mod net;
+pub mod pki;
 mod process;
 mod redis;
 mod redis_cluster;

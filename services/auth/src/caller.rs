@@ -1,12 +1,12 @@
 //! Who is calling: the `authorization: Bearer <key>` metadata, checked in
-//! constant time by an interceptor that records the caller's role.
+//! constant time; [`crate::grpc::gate`] records the caller's role on each call.
 
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
-use tonic::{Request, Status, service::Interceptor};
+use tonic::Request;
 
 use crate::error::AuthError;
 
@@ -21,12 +21,12 @@ pub enum Role {
     Admin,
 }
 
-/// The caller's role, stored in each request's extensions by [`CallerKeys`].
+/// The caller's role, stored in each request's extensions by the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller(pub Role);
 
 impl Caller {
-    /// The role recorded for `request`; absent means the interceptor did not run: anonymous.
+    /// The role recorded for `request`; absent means the gate did not run: anonymous.
     pub fn of<T>(request: &Request<T>) -> Self {
         request
             .extensions()
@@ -109,20 +109,6 @@ impl CallerKeys {
         } else {
             Role::Anonymous
         }
-    }
-}
-
-impl Interceptor for CallerKeys {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let role = self.role_of(
-            request
-                .metadata()
-                .get("authorization")
-                .map(|v| v.as_bytes()),
-        );
-        request.extensions_mut().insert(Caller(role));
-        // Authorisation is per RPC (IssueWsToken needs no key), so nothing is refused here.
-        Ok(request)
     }
 }
 

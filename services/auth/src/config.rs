@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 use wsauth_shared::telemetry::LogFormat;
+use wsauth_shared::tls::TlsFiles;
 
 /// The minimum number of events the stream keeps (the contract's delivery guarantee).
 pub const MIN_EVENT_RETENTION: u64 = 10_000;
@@ -130,6 +131,29 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Concurrent HTTP/2 streams per client connection (1 to 65535).
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub max_concurrent_streams: u32,
+
+    /// Server-side deadline of every call, to its reply (a stream: to its
+    /// first headers), in milliseconds (1 to 600000).
+    #[arg(long, env = "RPC_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub rpc_timeout_ms: u64,
+
+    /// PEM certificate chain: serve gRPC over TLS (with TLS_KEY_FILE).
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of TLS_CERT_FILE.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA bundle: require a client certificate signed by it (mTLS).
+    #[arg(long, env = "TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
     /// A one-off command instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -179,6 +203,11 @@ impl Config {
             redis_timeout_ms: 1000,
             shutdown_grace_s: 10,
             log_format: LogFormat::Text,
+            max_concurrent_streams: 256,
+            rpc_timeout_ms: 10_000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
             command: None,
         }
     }
@@ -186,6 +215,20 @@ impl Config {
     /// The deadline of each Redis call (bounded by the flag's range when parsed).
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// The server-side deadline of every call.
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.rpc_timeout_ms)
+    }
+
+    /// The certificate files to serve TLS with, when TLS is configured.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+            client_ca: self.tls_client_ca_file.clone(),
+        })
     }
 
     /// The bound on graceful shutdown.
@@ -248,6 +291,8 @@ mod tests {
             ("--max-event-bytes", "0", "1"),
             ("--redis-timeout-ms", "60001", "60000"),
             ("--shutdown-grace-s", "18446744073709551615", "3600"),
+            ("--max-concurrent-streams", "0", "1"),
+            ("--rpc-timeout-ms", "0", "600000"),
         ] {
             assert!(
                 Config::try_parse_from(["wsauth-auth", flag, bad]).is_err(),
@@ -258,6 +303,25 @@ mod tests {
                 "{flag} {good}"
             );
         }
+    }
+
+    #[test]
+    fn tls_files_come_as_a_pair() {
+        assert!(Config::try_parse_from(["wsauth-auth", "--tls-cert-file", "c.pem"]).is_err());
+        assert!(Config::try_parse_from(["wsauth-auth", "--tls-key-file", "k.pem"]).is_err());
+        assert!(Config::try_parse_from(["wsauth-auth", "--tls-client-ca-file", "ca.pem"]).is_err());
+        let config = Config::try_parse_from([
+            "wsauth-auth",
+            "--tls-cert-file",
+            "c.pem",
+            "--tls-key-file",
+            "k.pem",
+        ])
+        .expect("a pair");
+        let files = config.tls_files().expect("tls configured");
+        assert_eq!(files.cert, PathBuf::from("c.pem"));
+        assert_eq!(files.client_ca, None);
+        assert!(Config::with_hs256_secret("s").tls_files().is_none());
     }
 
     #[test]

@@ -7,9 +7,11 @@ use crate::error::AuthError;
 
 pub mod auth_service;
 pub mod broadcast_service;
+pub mod gate;
 
 pub use auth_service::AuthGrpc;
 pub use broadcast_service::BroadcastGrpc;
+pub use gate::GateLayer;
 
 /// Largest JWT or ws token accepted.
 pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;

@@ -2,6 +2,7 @@
 //! reflection), caller keys, and graceful shutdown.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,19 +15,27 @@ use tonic::transport::server::TcpIncoming;
 use wsauth_shared::proto::FILE_DESCRIPTOR_SET;
 use wsauth_shared::proto::auth_service_server::AuthServiceServer;
 use wsauth_shared::proto::broadcast_service_server::BroadcastServiceServer;
+use wsauth_shared::tls::{self, ReloadingServerConfig, TlsError};
 
 use crate::authority::Authority;
 use crate::caller::CallerKeys;
 use crate::config::Config;
 use crate::events::Events;
-use crate::grpc::{AuthGrpc, BroadcastGrpc};
+use crate::grpc::{AuthGrpc, BroadcastGrpc, GateLayer};
 use crate::jwt::{JwtConfigError, JwtVerifier};
 use crate::store::redis::RedisSettings;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 
-/// Concurrent HTTP/2 streams per connection: enough for a gateway's
-/// multiplexed calls, bounded so one client cannot pin unbounded work.
-const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Largest decoded AuthService request: a JWT or ws token (8 KiB at most)
+/// with room for its framing.
+const AUTH_MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// What a BroadcastService request may carry beside Publish's `data`.
+const BROADCAST_REQUEST_OVERHEAD: usize = 1024;
+/// Largest decoded health or reflection request: a service or symbol name.
+const OPEN_MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Streams a client may open and reset before its connection is refused
+/// (HTTP/2 rapid reset, CVE-2023-44487).
+const MAX_PENDING_RESETS: usize = 32;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +58,9 @@ pub enum ServeError {
     /// The gRPC transport failed.
     #[error("grpc transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// TLS_CERT_FILE, TLS_KEY_FILE or TLS_CLIENT_CA_FILE do not make a TLS config.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Serves auth on `listener` until `shutdown` resolves, then drains in-flight
@@ -67,6 +79,11 @@ pub async fn run(
         tracing::warn!("no INTERNAL_API_KEYS or ADMIN_API_KEYS: every local caller is admin");
     }
     let verifier = JwtVerifier::from_config(&config)?;
+    // Before the store connects: bad certificate files fail the start at once.
+    let tls = match config.tls_files() {
+        Some(files) => Some(ReloadingServerConfig::load(files, vec![b"h2".to_vec()]).await?),
+        None => None,
+    };
 
     let stop = CancellationToken::new();
     // The stream reader and every Subscribe forwarder: `run` returns after they stop.
@@ -108,31 +125,64 @@ pub async fn run(
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(reflection_error)?
+        .max_decoding_message_size(OPEN_MAX_REQUEST_BYTES);
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(reflection_error)?
+        .max_decoding_message_size(OPEN_MAX_REQUEST_BYTES);
+    let health_service = health_service.max_decoding_message_size(OPEN_MAX_REQUEST_BYTES);
 
-    let auth = AuthServiceServer::with_interceptor(AuthGrpc::new(authority), keys.clone());
-    let broadcast = BroadcastServiceServer::with_interceptor(
-        BroadcastGrpc::new(events, config.max_event_bytes, stop.clone(), tasks.clone()),
-        keys,
-    );
+    let auth = AuthServiceServer::new(AuthGrpc::new(authority))
+        .max_decoding_message_size(AUTH_MAX_REQUEST_BYTES);
+    let broadcast = BroadcastServiceServer::new(BroadcastGrpc::new(
+        events,
+        config.max_event_bytes,
+        stop.clone(),
+        tasks.clone(),
+    ))
+    .max_decoding_message_size(config.max_event_bytes + BROADCAST_REQUEST_OVERHEAD);
 
     let router = Server::builder()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Outermost: the key check and the deadline run before any routing or decoding.
+        .layer(GateLayer::new(keys, config.rpc_timeout()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(auth)
         .add_service(broadcast);
 
-    // Small request/response exchanges: without TCP_NODELAY, Nagle and the
-    // peer's delayed ACK add ~40 ms to a share of the calls.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let drained = stop.clone();
-    let serve =
-        router.serve_with_incoming_shutdown(incoming, async move { drained.cancelled().await });
+    let until_stopped = async move { drained.cancelled().await };
+    let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match tls {
+            Some(tls) => {
+                tasks.spawn(
+                    tls.clone()
+                        .watch(tls::RELOAD_INTERVAL, stop.clone().cancelled_owned()),
+                );
+                tracing::info!(
+                    client_certificates = config.tls_client_ca_file.is_some(),
+                    "serving gRPC over TLS"
+                );
+                Box::pin(router.serve_with_incoming_shutdown(
+                    tls::incoming(listener, tls),
+                    until_stopped,
+                ))
+            }
+            None => {
+                // Small request/response exchanges: without TCP_NODELAY, Nagle and the
+                // peer's delayed ACK add ~40 ms to a share of the calls.
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, until_stopped))
+            }
+        };
     tokio::pin!(serve);
     let grace = config.shutdown_grace();
     tasks.close();
