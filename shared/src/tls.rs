@@ -125,10 +125,12 @@ impl Snapshot {
 }
 
 async fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    tokio::fs::read(path).await.map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    tokio::fs::read(path)
+        .await
+        .map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -221,9 +223,13 @@ impl ReloadingServerConfig {
                 _ = tick.tick() => {}
             }
             match self.refresh().await {
-                Ok(true) => tracing::info!(cert = %self.inner.files.cert.display(), "TLS certificate files reloaded"),
+                Ok(true) => {
+                    tracing::info!(cert = %self.inner.files.cert.display(), "TLS certificate files reloaded")
+                }
                 Ok(false) => {}
-                Err(error) => tracing::warn!(%error, "TLS files changed but do not make a valid config; keeping the previous one"),
+                Err(error) => {
+                    tracing::warn!(%error, "TLS files changed but do not make a valid config; keeping the previous one")
+                }
             }
         }
     }

@@ -109,7 +109,11 @@ async fn a_key_of_another_certificate_is_refused() {
         key: dir.write("other.key", &other_key),
         ..good
     };
-    assert!(ReloadingServerConfig::load(mismatched, vec![]).await.is_err());
+    assert!(
+        ReloadingServerConfig::load(mismatched, vec![])
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]

@@ -29,3 +29,4 @@ mod revocation;
 mod session;
 mod session_edges;
 mod shutdown;
+mod tls;

@@ -62,6 +62,9 @@ fn millis(ts: &Timestamp) -> u64 {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -160,29 +160,28 @@ pub async fn run(
 
     let drained = stop.clone();
     let until_stopped = async move { drained.cancelled().await };
-    let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
-        match tls {
-            Some(tls) => {
-                tasks.spawn(
-                    tls.clone()
-                        .watch(tls::RELOAD_INTERVAL, stop.clone().cancelled_owned()),
-                );
-                tracing::info!(
-                    client_certificates = config.tls_client_ca_file.is_some(),
-                    "serving gRPC over TLS"
-                );
-                Box::pin(router.serve_with_incoming_shutdown(
-                    tls::incoming(listener, tls),
-                    until_stopped,
-                ))
-            }
-            None => {
-                // Small request/response exchanges: without TCP_NODELAY, Nagle and the
-                // peer's delayed ACK add ~40 ms to a share of the calls.
-                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-                Box::pin(router.serve_with_incoming_shutdown(incoming, until_stopped))
-            }
-        };
+    let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match tls
+    {
+        Some(tls) => {
+            tasks.spawn(
+                tls.clone()
+                    .watch(tls::RELOAD_INTERVAL, stop.clone().cancelled_owned()),
+            );
+            tracing::info!(
+                client_certificates = config.tls_client_ca_file.is_some(),
+                "serving gRPC over TLS"
+            );
+            Box::pin(
+                router.serve_with_incoming_shutdown(tls::incoming(listener, tls), until_stopped),
+            )
+        }
+        None => {
+            // Small request/response exchanges: without TCP_NODELAY, Nagle and the
+            // peer's delayed ACK add ~40 ms to a share of the calls.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, until_stopped))
+        }
+    };
     tokio::pin!(serve);
     let grace = config.shutdown_grace();
     tasks.close();

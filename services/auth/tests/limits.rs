@@ -82,7 +82,8 @@ async fn stalled_call(
 ) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
     let mut ready = client.clone().ready().await.expect("connection usable");
     let (response, mut body) = ready.send_request(request, false).expect("open stream");
-    body.send_data(prefix(declared), false).expect("send prefix");
+    body.send_data(prefix(declared), false)
+        .expect("send prefix");
     if sent > 0 {
         body.reserve_capacity(sent);
         body.send_data(Bytes::from(vec![b'x'; sent]), false)
@@ -119,7 +120,10 @@ async fn a_keyless_4_mib_publish_is_refused_from_its_headers_alone() {
         )
         .await;
         let status = timeout(Duration::from_secs(2), grpc_status(response)).await;
-        assert_eq!(status.expect("answered"), Some(Code::Unauthenticated as i32));
+        assert_eq!(
+            status.expect("answered"),
+            Some(Code::Unauthenticated as i32)
+        );
     }
 }
 
@@ -217,13 +221,8 @@ async fn concurrent_streams_per_connection_are_bounded() {
         );
     }
     // The ninth stream must wait for a slot the server has not given.
-    let (ninth, _body) = stalled_call(
-        &mut client,
-        grpc_request(auth.addr, HEALTH, None),
-        0,
-        0,
-    )
-    .await;
+    let (ninth, _body) =
+        stalled_call(&mut client, grpc_request(auth.addr, HEALTH, None), 0, 0).await;
     let mut ninth = Box::pin(grpc_status(ninth));
     assert!(
         timeout(Duration::from_millis(500), &mut ninth)

@@ -103,7 +103,10 @@ async fn tls_is_served_and_plaintext_is_not() {
     );
     // A client that trusts another CA refuses auth's certificate.
     let stranger = TestCa::new("another CA");
-    assert!(!reachable(&auth, &stranger, None).await, "wrong CA accepted");
+    assert!(
+        !reachable(&auth, &stranger, None).await,
+        "wrong CA accepted"
+    );
 }
 
 #[tokio::test]
@@ -166,7 +169,9 @@ async fn a_rotated_certificate_reaches_new_connections_and_spares_open_ones() {
     // The connection made before the rotation still works: had it been
     // dropped, the reconnect would fail on the new CA.
     for _ in 0..3 {
-        issue(open.clone()).await.expect("the open connection survives");
+        issue(open.clone())
+            .await
+            .expect("the open connection survives");
     }
 }
 
@@ -185,5 +190,8 @@ async fn unreadable_certificate_files_stop_the_start() {
     .await
     .expect("refused at once");
     let error = result.expect_err("missing files are an error");
-    assert!(error.to_string().contains("/nonexistent/cert.pem"), "{error}");
+    assert!(
+        error.to_string().contains("/nonexistent/cert.pem"),
+        "{error}"
+    );
 }

@@ -73,10 +73,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Gate<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
@@ -112,7 +109,9 @@ where
         Box::pin(async move {
             match tokio::time::timeout(deadline, inner.call(request)).await {
                 Ok(response) => response,
-                Err(_) => Ok(Status::deadline_exceeded("the server-side deadline passed").into_http()),
+                Err(_) => {
+                    Ok(Status::deadline_exceeded("the server-side deadline passed").into_http())
+                }
             }
         })
     }
