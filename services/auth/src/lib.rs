@@ -1,7 +1,7 @@
 //! The wsauth auth service: ws tokens, JWT verification, revocation and the
 //! broadcast event stream, over gRPC.
 //!
-//! One request, end to end: [`caller::CallerKeys`] (a tonic interceptor)
+//! One request, end to end: [`grpc::gate`] (a tower layer before tonic)
 //! records the caller's role → a handler in [`grpc`] checks role and input
 //! limits → [`authority::Authority`] verifies the JWT ([`jwt`]), checks
 //! [`revocation`] and issues or consumes a [`ws_token`] → through the

@@ -48,9 +48,9 @@ proptest! {
     fn any_path_needs_a_role_and_unknown_wsauth_methods_need_admin(
         method in "[A-Za-z]{0,20}",
         service in prop_oneof![
-            Just("wsauth.v1.AuthService"),
-            Just("wsauth.v1.BroadcastService"),
-            Just("wsauth.v1.AdminService"),
+            Just("wsauth.v1.AuthService".to_string()),
+            Just("wsauth.v1.BroadcastService".to_string()),
+            Just("wsauth.v1.AdminService".to_string()),
             "[a-z.]{0,20}",
         ],
     ) {
