@@ -208,6 +208,14 @@ async fn concurrent_streams_per_connection_are_bounded() {
     cfg.rpc_timeout_ms = 1500;
     let auth = TestAuth::spawn(cfg).await;
     let mut client = h2_connect(auth.addr).await;
+    // One finished call first: its answer comes after the server's SETTINGS,
+    // so the client knows the limit before it opens the rest.
+    let (first, mut body) = client
+        .send_request(grpc_request(auth.addr, HEALTH, None), false)
+        .expect("open");
+    body.send_data(prefix(0), true).expect("empty message");
+    let status = timeout(CALL_DEADLINE, grpc_status(first)).await;
+    assert_eq!(status.expect("served"), Some(0));
     let mut stalled = Vec::new();
     for _ in 0..8 {
         stalled.push(

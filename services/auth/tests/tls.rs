@@ -40,7 +40,7 @@ async fn issue(channel: Channel) -> Result<String, tonic::Status> {
     let mut client = AuthServiceClient::new(channel);
     let request = req(
         IssueWsTokenRequest {
-            jwt: jwt_for("alice"),
+            jwt: Jwt::for_user("alice").sign(),
         },
         None,
     );
