@@ -7,7 +7,11 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let files = ["wsauth/v1/auth.proto", "wsauth/v1/broadcast.proto"];
+    let files = [
+        "wsauth/v1/auth.proto",
+        "wsauth/v1/broadcast.proto",
+        "wsauth/v1/admin.proto",
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
     }

@@ -8,8 +8,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
-/// The longest event id accepted (the contract's limit on ids).
-pub const MAX_EVENT_ID_BYTES: usize = 256;
+use crate::limits::MAX_ID_BYTES as MAX_EVENT_ID_BYTES;
 
 /// A position inside one epoch of the stream: Redis's `<ms>-<seq>`, ordered numerically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -5,9 +5,15 @@
 //! - [`telemetry`]: tracing set up from `RUST_LOG` and `LOG_FORMAT`;
 //! - [`shutdown`]: one future for SIGTERM or Ctrl-C;
 //! - [`tls`]: rustls server configs from PEM files, reloaded when they change.
+//! - [`limits`]: the contract's credential and id sizes;
+//! - [`bearer`]: the `Authorization: Bearer` parser;
+//! - [`backoff`]: the retry delays of every reconnecting loop.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
+pub mod bearer;
 pub mod event_id;
+pub mod limits;
 pub mod proto;
 pub mod shutdown;
 pub mod telemetry;

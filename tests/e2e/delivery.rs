@@ -260,7 +260,7 @@ fn grpcurl_program() -> std::path::PathBuf {
 
 /// Runs grpcurl with `args` (within 20 s) and returns what it printed, after
 /// checking it succeeded.
-async fn grpcurl(what: &str, args: &[&str]) -> Vec<u8> {
+pub(crate) async fn grpcurl(what: &str, args: &[&str]) -> Vec<u8> {
     let program = grpcurl_program();
     let output = within(
         Duration::from_secs(20),

@@ -120,6 +120,8 @@ impl TestAuth {
             ("INTERNAL_API_KEYS".into(), INTERNAL_KEY.into()),
             ("ADMIN_API_KEYS".into(), ADMIN_KEY.into()),
             ("SHUTDOWN_GRACE_S".into(), "5".into()),
+            // Replicas side by side: each on its own port (see `metrics_addr`).
+            ("AUTH_METRICS_LISTEN".into(), "127.0.0.1:0".into()),
         ];
         if let Some(redis) = redis {
             env.push(("REDIS_URL".into(), redis.url()));
@@ -233,5 +235,33 @@ impl TestAuth {
     /// Everything auth has logged so far.
     pub fn logs(&self) -> String {
         self.service.logs()
+    }
+
+    /// Where auth serves `/metrics`: the `addr` of its `serving metrics`
+    /// log line, which follows `listening` shortly.
+    pub async fn metrics_addr(&self) -> SocketAddr {
+        let find = || {
+            self.logs().lines().find_map(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).ok()?;
+                [&event, &event["fields"]].into_iter().find_map(|fields| {
+                    (fields["message"] == "serving metrics")
+                        .then(|| fields["addr"].as_str()?.parse().ok())?
+                })
+            })
+        };
+        crate::wait::wait_until(
+            Duration::from_secs(10),
+            "auth logs its metrics address",
+            || std::future::ready(find().is_some()),
+        )
+        .await;
+        find().expect("found above")
+    }
+
+    /// The text auth serves at `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = crate::http::get(self.metrics_addr().await, "/metrics", &[]).await;
+        assert_eq!(response.status, 200, "GET /metrics: {}", response.body);
+        response.body
     }
 }

@@ -28,6 +28,7 @@ const LOG_FILE_POLL: Duration = Duration::from_millis(20);
 /// the developer's shell cannot change what a test runs.
 const SERVICE_ENV: &[&str] = &[
     "AUTH_LISTEN",
+    "AUTH_METRICS_LISTEN",
     "REDIS_URL",
     "JWT_HS256_SECRET",
     "JWT_PUBLIC_KEY_FILE",

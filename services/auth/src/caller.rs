@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 use tonic::Request;
+use wsauth_shared::bearer;
 
 use crate::error::AuthError;
 
@@ -89,14 +90,10 @@ impl CallerKeys {
         if self.is_open() {
             return Role::Admin;
         }
-        // The auth scheme is case-insensitive (RFC 9110 §11.1).
-        let Some(key) = authorization.and_then(|v| {
-            let (scheme, key) = v.split_at_checked(7)?;
-            scheme.eq_ignore_ascii_case(b"Bearer ").then_some(key)
-        }) else {
+        let Some(key) = authorization.and_then(bearer::credential) else {
             return Role::Anonymous;
         };
-        let presented: [u8; 32] = Sha256::digest(key.trim_ascii()).into();
+        let presented: [u8; 32] = Sha256::digest(key).into();
         // Check every key without stopping at the first match.
         let matches = |keys: &[[u8; 32]]| {
             keys.iter()

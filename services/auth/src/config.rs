@@ -23,6 +23,11 @@ pub struct Config {
     #[arg(long, env = "AUTH_LISTEN", default_value = "127.0.0.1:50051")]
     pub auth_listen: SocketAddr,
 
+    /// Address serving Prometheus metrics over HTTP at `/metrics`; empty turns them off.
+    #[arg(long, env = "AUTH_METRICS_LISTEN", default_value = "127.0.0.1:9464",
+          value_parser = parse_metrics_listen)]
+    pub auth_metrics_listen: MetricsListen,
+
     /// Redis URL (`redis://` or `rediss://` for TLS); absent, with no other
     /// Redis mode set: an embedded in-memory store that serves one auth replica only.
     #[arg(long, env = "REDIS_URL")]
@@ -159,6 +164,21 @@ pub struct Config {
     pub command: Option<Command>,
 }
 
+/// Where metrics are served: `None` when `AUTH_METRICS_LISTEN` is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+fn parse_metrics_listen(value: &str) -> Result<MetricsListen, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(MetricsListen(None));
+    }
+    value
+        .parse()
+        .map(|addr| MetricsListen(Some(addr)))
+        .map_err(|_| format!("`{value}` is not an address like 127.0.0.1:9464 (or empty: off)"))
+}
+
 /// Subcommands of `wsauth-auth`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -179,6 +199,8 @@ impl Config {
     pub fn with_hs256_secret(secret: &str) -> Self {
         Self {
             auth_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            // Off: tests run many replicas, which would share the default port.
+            auth_metrics_listen: MetricsListen(None),
             redis_url: None,
             redis_cluster_urls: Vec::new(),
             redis_sentinel_urls: Vec::new(),
@@ -322,6 +344,21 @@ mod tests {
         assert_eq!(files.cert, PathBuf::from("c.pem"));
         assert_eq!(files.client_ca, None);
         assert!(Config::with_hs256_secret("s").tls_files().is_none());
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_9464_and_empty_turns_it_off() {
+        let config = Config::try_parse_from(["wsauth-auth"]).expect("default");
+        assert_eq!(
+            config.auth_metrics_listen,
+            MetricsListen(Some(SocketAddr::from(([127, 0, 0, 1], 9464))))
+        );
+        let config = Config::try_parse_from(["wsauth-auth", "--auth-metrics-listen", ""])
+            .expect("empty is off");
+        assert_eq!(config.auth_metrics_listen, MetricsListen(None));
+        let error = Config::try_parse_from(["wsauth-auth", "--auth-metrics-listen", "nope"])
+            .expect_err("not an address");
+        assert!(error.to_string().contains("AUTH_METRICS_LISTEN"), "{error}");
     }
 
     #[test]

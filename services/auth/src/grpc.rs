@@ -5,18 +5,17 @@ use prost_types::Timestamp;
 
 use crate::error::AuthError;
 
+pub mod admin_service;
 pub mod auth_service;
 pub mod broadcast_service;
 pub mod gate;
 
+pub use admin_service::AdminGrpc;
 pub use auth_service::AuthGrpc;
 pub use broadcast_service::BroadcastGrpc;
 pub use gate::GateLayer;
 
-/// Largest JWT or ws token accepted.
-pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
-/// Largest user id, jti, gateway id or event id accepted.
-pub const MAX_ID_BYTES: usize = 256;
+use wsauth_shared::limits::{MAX_CREDENTIAL_BYTES, MAX_ID_BYTES};
 
 /// INVALID_ARGUMENT when `value` is empty or longer than `max` bytes.
 fn check(

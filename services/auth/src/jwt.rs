@@ -6,6 +6,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
+use wsauth_shared::limits::MAX_ID_BYTES;
 
 use crate::config::Config;
 
@@ -52,9 +53,6 @@ pub enum JwtError {
     /// `sub` or `jti` longer than 256 bytes: such a user or jti could not be revoked.
     ClaimTooLong,
 }
-
-/// The longest `sub` or `jti` accepted: the limit RevokeUser and RevokeJwt put on them.
-pub const MAX_CLAIM_ID_BYTES: usize = 256;
 
 impl JwtError {
     /// The reason, for the caller (names no key and no token).
@@ -216,11 +214,11 @@ impl JwtVerifier {
         if claims.sub.is_empty() {
             return Err(JwtError::MissingClaim);
         }
-        if claims.sub.len() > MAX_CLAIM_ID_BYTES
+        if claims.sub.len() > MAX_ID_BYTES
             || claims
                 .jti
                 .as_ref()
-                .is_some_and(|jti| jti.len() > MAX_CLAIM_ID_BYTES)
+                .is_some_and(|jti| jti.len() > MAX_ID_BYTES)
         {
             return Err(JwtError::ClaimTooLong);
         }

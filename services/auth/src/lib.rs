@@ -8,6 +8,8 @@
 //! [`store::Store`] (Redis, or in-memory) → errors become gRPC codes once, in
 //! [`error`]. Broadcast: [`events::Events`] appends to the store's stream;
 //! one reader per process fans out to every Subscribe stream.
+//! Gateways report what they hold into [`presence`], which AdminService reads.
+//! [`metrics`] counts every call on its way through and serves `/metrics`.
 //! [`server::run`] wires it all; `main.rs` is a thin shell.
 #![forbid(unsafe_code)]
 
@@ -20,7 +22,9 @@ pub mod event;
 pub mod events;
 pub mod grpc;
 pub mod jwt;
+pub mod metrics;
 pub mod mint;
+pub mod presence;
 pub mod revocation;
 pub mod server;
 pub mod store;

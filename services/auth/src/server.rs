@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use wsauth_shared::proto::FILE_DESCRIPTOR_SET;
+use wsauth_shared::proto::admin_service_server::AdminServiceServer;
 use wsauth_shared::proto::auth_service_server::AuthServiceServer;
 use wsauth_shared::proto::broadcast_service_server::BroadcastServiceServer;
 use wsauth_shared::tls::{self, ReloadingServerConfig, TlsError};
@@ -21,8 +23,10 @@ use crate::authority::Authority;
 use crate::caller::CallerKeys;
 use crate::config::Config;
 use crate::events::Events;
-use crate::grpc::{AuthGrpc, BroadcastGrpc, GateLayer};
+use crate::grpc::{AdminGrpc, AuthGrpc, BroadcastGrpc, GateLayer};
 use crate::jwt::{JwtConfigError, JwtVerifier};
+use crate::metrics::{self, AuthMetrics, GrpcMetricsLayer, MeteredStore};
+use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
 use crate::store::redis::RedisSettings;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 
@@ -52,6 +56,12 @@ pub enum ServeError {
     /// The store could not be set up.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `AUTH_METRICS_LISTEN` cannot be bound.
+    #[error("cannot serve metrics on AUTH_METRICS_LISTEN={addr}: {error}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
     /// The listener has no address.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
@@ -79,6 +89,15 @@ pub async fn run(
         tracing::warn!("no INTERNAL_API_KEYS or ADMIN_API_KEYS: every local caller is admin");
     }
     let verifier = JwtVerifier::from_config(&config)?;
+    let metrics = AuthMetrics::new();
+    let metrics_listener = match config.auth_metrics_listen.0 {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|error| ServeError::MetricsListen { addr, error })?,
+        ),
+        None => None,
+    };
     // Before the store connects: bad certificate files fail the start at once.
     let tls = match config.tls_files() {
         Some(files) => Some(ReloadingServerConfig::load(files, vec![b"h2".to_vec()]).await?),
@@ -89,6 +108,26 @@ pub async fn run(
     // The stream reader and every Subscribe forwarder: `run` returns after they stop.
     let tasks = TaskTracker::new();
     let retention = config.event_retention;
+    // An empty REDIS_URL (a template's `REDIS_URL=`) means none, as unset.
+    let redis_url = config
+        .redis_url
+        .as_ref()
+        .filter(|url| !url.expose_secret().trim().is_empty());
+    let presence: Arc<dyn PresenceStore> = match redis_url {
+        Some(url) => Arc::new(RedisPresence::new(
+            url.expose_secret(),
+            config.redis_timeout(),
+        )?),
+        None => {
+            if !config.redis_cluster_urls.is_empty() || !config.redis_sentinel_urls.is_empty() {
+                tracing::warn!(
+                    "presence (AdminService) is kept per auth replica in Cluster and Sentinel \
+                     modes: ListGateways and Presence see the gateways reporting to this replica"
+                );
+            }
+            Arc::new(MemoryPresence::new())
+        }
+    };
     let store: Arc<dyn Store> = match RedisSettings::from_config(&config)? {
         Some(settings) => Arc::new(RedisStore::connect(&settings, stop.clone(), &tasks).await?),
         None => {
@@ -102,6 +141,16 @@ pub async fn run(
             ))
         }
     };
+    let store = MeteredStore::wrap(store, metrics.clone());
+    tasks.spawn(metrics::store::watch_reader_lag(
+        store.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    if let Some(listener) = metrics_listener {
+        tracing::info!(addr = %listener.local_addr()?, "serving metrics");
+        tasks.spawn(metrics::serve(listener, metrics.clone(), stop.clone()));
+    }
     let live_ready = store.live_ready();
     let events = Events::new(store.clone());
     let authority = Authority::new(
@@ -144,19 +193,25 @@ pub async fn run(
         tasks.clone(),
     ))
     .max_decoding_message_size(config.max_event_bytes + BROADCAST_REQUEST_OVERHEAD);
+    let admin = AdminServiceServer::new(AdminGrpc::new(presence))
+        .max_decoding_message_size(AUTH_MAX_REQUEST_BYTES);
+    health.set_serving::<AdminServiceServer<AdminGrpc>>().await;
 
     let router = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Outermost: the key check and the deadline run before any routing or decoding.
+        // Outside the gate, so refused calls are counted too.
+        .layer(GrpcMetricsLayer::new(metrics))
+        // The key check and the deadline run before any routing or decoding.
         .layer(GateLayer::new(keys, config.rpc_timeout()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(auth)
-        .add_service(broadcast);
+        .add_service(broadcast)
+        .add_service(admin);
 
     let drained = stop.clone();
     let until_stopped = async move { drained.cancelled().await };
@@ -195,6 +250,7 @@ pub async fn run(
             // Tell load balancers first, while calls drain.
             health.set_not_serving::<AuthServiceServer<AuthGrpc>>().await;
             health.set_not_serving::<BroadcastServiceServer<BroadcastGrpc>>().await;
+            health.set_not_serving::<AdminServiceServer<AdminGrpc>>().await;
             stop.cancel();
             match tokio::time::timeout(grace, serve).await {
                 Ok(result) => result,

@@ -134,7 +134,9 @@ fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wsauth-auth"));
     command
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        // Tests run side by side: none may take the default metrics port.
+        .env("AUTH_METRICS_LISTEN", "");
     command
 }
 

@@ -15,8 +15,10 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret, SecretString};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Code, Request};
+use wsauth_shared::limits::MAX_CREDENTIAL_BYTES;
 use wsauth_shared::proto::{
-    self, auth_service_client::AuthServiceClient, broadcast_service_client::BroadcastServiceClient,
+    self, admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
+    broadcast_service_client::BroadcastServiceClient,
 };
 
 pub use self::decode::{EventStream, Incoming, Unreadable};
@@ -24,7 +26,6 @@ use self::decode::{HistoryPage, timestamp};
 use self::endpoints::Endpoints;
 pub use self::error::{AuthCallError, ErrorKind};
 use crate::event::{Event, EventId};
-use crate::message::MAX_CREDENTIAL_BYTES;
 use crate::metrics::{AuthMethod, Metrics};
 
 /// Events asked for per History call: small answers, well under the
@@ -168,6 +169,25 @@ impl AuthClient {
             return Err(AuthCallError::Malformed("empty user_id"));
         }
         Ok(response.user_id)
+    }
+
+    /// Sends a presence report (AdminService/ReportGateway); whether auth
+    /// asks for a full one next.
+    pub async fn report_gateway(
+        &self,
+        report: proto::ReportGatewayRequest,
+    ) -> Result<bool, AuthCallError> {
+        let response = self
+            .call(AuthMethod::ReportGateway, |channel| {
+                let request = self.request(report.clone(), true);
+                async move {
+                    AdminServiceClient::new(channel)
+                        .report_gateway(request)
+                        .await
+                }
+            })
+            .await?;
+        Ok(response.resync)
     }
 
     /// Verifies a JWT; who it is for and until when. A JWT over the

@@ -2,7 +2,7 @@
 
 /// Every reason the gateway closes a WebSocket; [`CloseCode::code`] is the
 /// contract's table, kept in this one place.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CloseCode {
     /// The gateway is shutting down.
     GoingAway,
@@ -30,7 +30,7 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    /// Every close code, in the contract table's order.
+    /// Every close code, in declaration order (`code as usize` indexes it).
     pub const ALL: [CloseCode; 11] = [
         Self::GoingAway,
         Self::Unsupported,

@@ -6,6 +6,13 @@ use std::time::Duration;
 use secrecy::SecretString;
 use wsauth_shared::telemetry::LogFormat;
 
+/// The smallest MAX_MESSAGE_BYTES: below it a first frame with a typical JWT
+/// could not arrive, so no socket could ever authenticate.
+pub const MIN_MESSAGE_BYTES: u64 = 1024;
+/// The largest MAX_MESSAGE_BYTES: a frame is buffered whole before it is
+/// handled, so this bounds one socket's memory.
+pub const MAX_MESSAGE_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
+
 /// Gateway configuration, read by clap from flags and the environment, or
 /// built directly in tests.
 #[derive(Clone, Debug, clap::Parser)]
@@ -32,36 +39,46 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_ID")]
     pub gateway_id: Option<String>,
 
-    /// Seconds a socket may wait for its first (jwt) frame before 4408.
-    #[arg(long, env = "AUTH_TIMEOUT_S", default_value_t = 10)]
+    /// Seconds a socket may wait for its first (jwt) frame before 4408 (1 to 3600).
+    #[arg(long, env = "AUTH_TIMEOUT_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub auth_timeout_s: u64,
 
-    /// Largest accepted client frame/message; anything larger closes with 1009.
-    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65536)]
+    /// Largest accepted client frame/message; anything larger closes with 1009
+    /// (1024, room for a first frame, to 16777216).
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65536,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES_LIMIT))]
     pub max_message_bytes: usize,
 
-    /// Seconds between WebSocket pings; a peer silent for two intervals is dropped.
-    #[arg(long, env = "PING_INTERVAL_S", default_value_t = 30)]
+    /// Seconds between WebSocket pings; a peer silent for two intervals is dropped (1 to 3600).
+    #[arg(long, env = "PING_INTERVAL_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ping_interval_s: u64,
 
     /// Origins allowed to open a WebSocket; empty (unset) allows any.
     #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// Deadline of each gRPC call to auth, in milliseconds.
-    #[arg(long, env = "AUTH_CALL_TIMEOUT_MS", default_value_t = 2000)]
+    /// Deadline of each gRPC call to auth, in milliseconds (1 to 60000).
+    #[arg(long, env = "AUTH_CALL_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub auth_call_timeout_ms: u64,
 
-    /// Frames queued per connection before a slow client is closed with 1008.
-    #[arg(long, env = "SEND_QUEUE_CAPACITY", default_value_t = 256)]
+    /// Frames queued per connection before a slow client is closed with 1008 (1 to 65536).
+    #[arg(long, env = "SEND_QUEUE_CAPACITY", default_value_t = 256,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     pub send_queue_capacity: usize,
 
-    /// Client frames per second allowed (token bucket, same burst); more closes with 1008.
-    #[arg(long, env = "MAX_MESSAGES_PER_S", default_value_t = 100)]
+    /// Client frames per second allowed (token bucket, same burst); more closes
+    /// with 1008 (1 to 1000000).
+    #[arg(long, env = "MAX_MESSAGES_PER_S", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_messages_per_s: u32,
 
-    /// Seconds shutdown may take before remaining sockets are dropped.
-    #[arg(long, env = "SHUTDOWN_GRACE_S", default_value_t = 10)]
+    /// Seconds shutdown may take before remaining sockets are dropped (0 to 3600).
+    #[arg(long, env = "SHUTDOWN_GRACE_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_s: u64,
 
     /// Log lines as `text` or `json` (one object per line, for log shippers).
@@ -99,11 +116,11 @@ impl Config {
     }
 
     pub fn ping_interval(&self) -> Duration {
-        Duration::from_secs(self.ping_interval_s.max(1))
+        Duration::from_secs(self.ping_interval_s)
     }
 
     pub fn auth_call_timeout(&self) -> Duration {
-        Duration::from_millis(self.auth_call_timeout_ms.max(1))
+        Duration::from_millis(self.auth_call_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -146,6 +163,61 @@ mod tests {
         assert_eq!(config.max_message_bytes, 65536);
         assert_eq!(config.send_queue_capacity, 256);
         assert_eq!(config.max_messages_per_s, 100);
+    }
+
+    #[test]
+    fn numeric_settings_out_of_range_are_refused_naming_the_setting() {
+        for (flag, env, bad, good) in [
+            (
+                "--ping-interval-s",
+                "PING_INTERVAL_S",
+                "18446744073709551615",
+                "3600",
+            ),
+            ("--ping-interval-s", "PING_INTERVAL_S", "0", "1"),
+            ("--auth-timeout-s", "AUTH_TIMEOUT_S", "0", "1"),
+            ("--auth-timeout-s", "AUTH_TIMEOUT_S", "3601", "3600"),
+            ("--send-queue-capacity", "SEND_QUEUE_CAPACITY", "0", "1"),
+            (
+                "--send-queue-capacity",
+                "SEND_QUEUE_CAPACITY",
+                "65537",
+                "65536",
+            ),
+            ("--max-message-bytes", "MAX_MESSAGE_BYTES", "1023", "1024"),
+            (
+                "--max-message-bytes",
+                "MAX_MESSAGE_BYTES",
+                "16777217",
+                "16777216",
+            ),
+            ("--max-messages-per-s", "MAX_MESSAGES_PER_S", "0", "1"),
+            (
+                "--max-messages-per-s",
+                "MAX_MESSAGES_PER_S",
+                "4294967296",
+                "1000000",
+            ),
+            ("--auth-call-timeout-ms", "AUTH_CALL_TIMEOUT_MS", "0", "1"),
+            (
+                "--auth-call-timeout-ms",
+                "AUTH_CALL_TIMEOUT_MS",
+                "60001",
+                "60000",
+            ),
+            ("--shutdown-grace-s", "SHUTDOWN_GRACE_S", "-1", "0"),
+            ("--shutdown-grace-s", "SHUTDOWN_GRACE_S", "3601", "3600"),
+        ] {
+            // `--flag=value`, so that "-1" is a value and not a flag.
+            let error = Config::try_parse_from(["wsauth-gateway", &format!("{flag}={bad}")])
+                .expect_err(&format!("{flag} {bad} is refused"))
+                .to_string();
+            assert!(error.contains(flag) && error.contains(env), "{error}");
+            assert!(
+                Config::try_parse_from(["wsauth-gateway", &format!("{flag}={good}")]).is_ok(),
+                "{flag} {good}"
+            );
+        }
     }
 
     #[test]

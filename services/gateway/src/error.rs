@@ -1,14 +1,15 @@
-//! The gateway's HTTP errors, mapped to responses in one place.
+//! The gateway's HTTP refusals: one enum, one status mapping, one
+//! `IntoResponse`; [`crate::routes`] counts every refusal from the response.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::auth_client::{AuthCallError, ErrorKind};
-use crate::metrics::Handshake;
+use crate::metrics::Refusal;
 
-/// Every way an HTTP request to the gateway fails. The client sees the status
-/// and a fixed message; the cause is logged where the error is made.
+/// Every way an HTTP request to the gateway is refused. The client sees the
+/// status and a fixed message; the cause is logged where the error is made.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("missing or malformed bearer token")]
@@ -23,6 +24,19 @@ pub enum HttpError {
     AuthUnavailable,
     #[error("gateway shutting down")]
     ShuttingDown,
+    /// Not a valid WebSocket upgrade request (RFC 6455 §4.2.1); says which part.
+    #[error("{0}")]
+    BadUpgrade(&'static str),
+    /// A WebSocket version other than 13 (RFC 6455 §4.2.2).
+    #[error("`Sec-WebSocket-Version` header did not include '13'")]
+    UnsupportedVersion,
+    /// An upgrade request on a connection that cannot be upgraded.
+    #[error("WebSocket request couldn't be upgraded since no upgrade state was present")]
+    NotUpgradable,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
 }
 
 impl From<AuthCallError> for HttpError {
@@ -38,25 +52,30 @@ impl From<AuthCallError> for HttpError {
 }
 
 impl HttpError {
+    /// The contract's status for each refusal.
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::MissingBearer | Self::MissingToken | Self::Unauthorized => {
-                StatusCode::UNAUTHORIZED
-            }
-            Self::ForbiddenOrigin => StatusCode::FORBIDDEN,
-            Self::AuthUnavailable | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        match self.refusal() {
+            Refusal::Unauthorized => StatusCode::UNAUTHORIZED,
+            Refusal::ForbiddenOrigin => StatusCode::FORBIDDEN,
+            Refusal::AuthUnavailable | Refusal::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::BadRequest => StatusCode::BAD_REQUEST,
+            Refusal::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
-    /// How a refused WebSocket handshake is counted.
-    pub fn handshake(&self) -> Handshake {
+    /// How the refusal is counted.
+    pub fn refusal(&self) -> Refusal {
         match self {
-            Self::MissingBearer | Self::MissingToken | Self::Unauthorized => {
-                Handshake::Unauthorized
-            }
-            Self::ForbiddenOrigin => Handshake::Forbidden,
-            Self::AuthUnavailable => Handshake::Unavailable,
-            Self::ShuttingDown => Handshake::ShuttingDown,
+            Self::MissingBearer | Self::MissingToken | Self::Unauthorized => Refusal::Unauthorized,
+            Self::ForbiddenOrigin => Refusal::ForbiddenOrigin,
+            Self::AuthUnavailable => Refusal::AuthUnavailable,
+            Self::ShuttingDown => Refusal::ShuttingDown,
+            Self::BadUpgrade(_) => Refusal::BadRequest,
+            Self::UnsupportedVersion | Self::NotUpgradable => Refusal::UpgradeRequired,
+            Self::NotFound => Refusal::NotFound,
+            Self::MethodNotAllowed => Refusal::MethodNotAllowed,
         }
     }
 }
@@ -64,7 +83,17 @@ impl HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.to_string() });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, Self::UnsupportedVersion) {
+            // Names the version we speak, so the client can retry with it.
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        // Read back by the counting layer in `routes`.
+        response.extensions_mut().insert(self.refusal());
+        response
     }
 }
 
@@ -75,13 +104,26 @@ mod tests {
 
     #[test]
     fn statuses_match_the_contract() {
-        assert_eq!(HttpError::MissingBearer.status(), 401);
-        assert_eq!(HttpError::Unauthorized.status(), 401);
-        assert_eq!(HttpError::ForbiddenOrigin.status(), 403);
-        assert_eq!(HttpError::AuthUnavailable.status(), 503);
-        assert_eq!(HttpError::ShuttingDown.status(), 503);
-        assert_eq!(HttpError::ShuttingDown.handshake(), Handshake::ShuttingDown);
-        assert_eq!(HttpError::MissingToken.handshake(), Handshake::Unauthorized);
+        for (error, status) in [
+            (HttpError::MissingBearer, 401),
+            (HttpError::MissingToken, 401),
+            (HttpError::Unauthorized, 401),
+            (HttpError::ForbiddenOrigin, 403),
+            (HttpError::AuthUnavailable, 503),
+            (HttpError::ShuttingDown, 503),
+            (HttpError::BadUpgrade("no key"), 400),
+            (HttpError::UnsupportedVersion, 426),
+            (HttpError::NotUpgradable, 426),
+            (HttpError::NotFound, 404),
+            (HttpError::MethodNotAllowed, 405),
+        ] {
+            assert_eq!(error.status(), status, "{error:?}");
+        }
+        assert_eq!(HttpError::MissingToken.refusal(), Refusal::Unauthorized);
+    }
+
+    #[test]
+    fn auth_errors_map_to_401_or_503() {
         assert!(matches!(
             HttpError::from(AuthCallError::TooLarge),
             HttpError::AuthUnavailable
@@ -98,5 +140,17 @@ mod tests {
             HttpError::from(AuthCallError::Unavailable("down".into())),
             HttpError::AuthUnavailable
         ));
+    }
+
+    #[test]
+    fn the_response_is_json_and_carries_its_refusal() {
+        let response = HttpError::UnsupportedVersion.into_response();
+        assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(response.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            response.extensions().get::<Refusal>(),
+            Some(&Refusal::UpgradeRequired)
+        );
     }
 }

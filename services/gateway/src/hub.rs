@@ -169,6 +169,18 @@ impl Hub {
         self.inner.metrics.connection_closed();
     }
 
+    /// Every registered connection and its user, for presence reports.
+    pub fn connections(&self) -> Vec<(ConnId, Arc<str>)> {
+        let mut all = Vec::new();
+        for shard in &self.inner.shards {
+            let shard = lock(shard);
+            for (user, members) in &shard.users {
+                all.extend(members.iter().map(|m| (m.id, Arc::clone(user))));
+            }
+        }
+        all
+    }
+
     /// Delivers an event: broadcasts to everyone registered, direct messages
     /// to the user's connections, disconnects kick the user's connections (4401).
     pub fn deliver(&self, event: &Event) {

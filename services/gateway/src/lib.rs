@@ -10,6 +10,8 @@
 //! 4. the session registers with the [`hub`], which the [`subscriber`] feeds with
 //!    [`event`]s from auth's Subscribe stream, and whose driver pings every socket.
 //!
+//! [`presence::Reporter`] tells auth what this gateway holds, for operators.
+//!
 //! [`run`] owns the server; `main.rs` only parses config and binds.
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,7 @@ pub mod event;
 pub mod hub;
 pub mod message;
 pub mod metrics;
+pub mod presence;
 pub mod rate;
 pub mod routes;
 pub mod session;
@@ -81,6 +84,17 @@ pub async fn run(
     tracker.spawn(
         Subscriber {
             client: auth,
+            hub: state.hub.clone(),
+            metrics: metrics.clone(),
+            ready: state.ready.clone(),
+            gateway_id: gateway_id.clone(),
+            shutdown: cancel.clone(),
+        }
+        .run(),
+    );
+    tracker.spawn(
+        presence::Reporter {
+            client: state.auth.clone(),
             hub: state.hub.clone(),
             metrics,
             gateway_id,

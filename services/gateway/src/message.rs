@@ -3,9 +3,6 @@
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// The largest JWT or ws token the gateway passes on to auth (the contract's limit).
-pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
-
 pub use wsauth_shared::event_id::EventId;
 
 // === client frames ===
@@ -183,7 +180,7 @@ mod tests {
 
     #[test]
     fn an_oversized_jwt_is_a_jwt_to_refuse_not_a_bad_frame() {
-        let token = "a".repeat(MAX_CREDENTIAL_BYTES + 1);
+        let token = "a".repeat(wsauth_shared::limits::MAX_CREDENTIAL_BYTES + 1);
         let frame = format!(r#"{{"type":"jwt","token":"{token}"}}"#);
         assert_eq!(first(&frame), Ok((token.clone(), None)));
         assert_eq!(later(&frame), Some(token));

@@ -1,41 +1,112 @@
-//! Prometheus metrics, kept in atomics and rendered by hand.
+//! The gateway's Prometheus metrics: prometheus-client with typed labels,
+//! every labelled handle created once at setup so that counting an event is
+//! one atomic add, never a label lookup.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::close::CloseCode;
 
-/// Outcomes of a WebSocket handshake, as the `outcome` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why the gateway refused an HTTP request (the `reason` label); every
+/// refusal's status comes from [`crate::error::HttpError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// Origin not allowed (403).
+    ForbiddenOrigin,
+    /// Missing, malformed or refused credential (401).
+    Unauthorized,
+    /// Auth unreachable (503).
+    AuthUnavailable,
+    /// The gateway is shutting down (503).
+    ShuttingDown,
+    /// Not a valid WebSocket upgrade request (400).
+    BadRequest,
+    /// A WebSocket version other than 13, or no upgrade possible (426).
+    UpgradeRequired,
+    /// No such route (404).
+    NotFound,
+    /// The route exists for another method (405).
+    MethodNotAllowed,
+}
+
+impl Refusal {
+    /// Every refusal, in declaration order (`refusal as usize` indexes it).
+    pub const ALL: [Refusal; 8] = [
+        Self::ForbiddenOrigin,
+        Self::Unauthorized,
+        Self::AuthUnavailable,
+        Self::ShuttingDown,
+        Self::BadRequest,
+        Self::UpgradeRequired,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ForbiddenOrigin => "forbidden_origin",
+            Self::Unauthorized => "unauthorized",
+            Self::AuthUnavailable => "auth_unavailable",
+            Self::ShuttingDown => "shutting_down",
+            Self::BadRequest => "bad_request",
+            Self::UpgradeRequired => "upgrade_required",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+}
+
+/// Which route refused (the `route` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    Ws,
+    Token,
+    Other,
+}
+
+impl Route {
+    pub const ALL: [Route; 3] = [Self::Ws, Self::Token, Self::Other];
+
+    /// The route a request path belongs to.
+    pub fn of(path: &str) -> Self {
+        match path {
+            "/ws" => Self::Ws,
+            "/token/ws" => Self::Token,
+            _ => Self::Other,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ws => "/ws",
+            Self::Token => "/token/ws",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// How a WebSocket handshake ended (the `outcome` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Handshake {
     /// Phase 2 succeeded: `auth_ok` sent.
     Ok,
-    /// Origin not allowed (403).
-    Forbidden,
-    /// Missing or refused ws token (401).
-    Unauthorized,
-    /// Auth unreachable during phase 1 (503).
-    Unavailable,
     /// Phase 2 failed; the close code says how.
     Phase2Failed,
-    /// Refused because the gateway is shutting down (503).
-    ShuttingDown,
+    /// Refused before the 101.
+    Refused(Refusal),
 }
 
-const HANDSHAKES: [(Handshake, &str); 6] = [
-    (Handshake::Ok, "ok"),
-    (Handshake::Forbidden, "forbidden_origin"),
-    (Handshake::Unauthorized, "unauthorized"),
-    (Handshake::Unavailable, "auth_unavailable"),
-    (Handshake::Phase2Failed, "phase2_failed"),
-    (Handshake::ShuttingDown, "shutting_down"),
-];
-
-/// Close reasons, as the `code` label: the contract's codes plus what the
-/// peer or the network did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Close reasons (the `code` label): the contract's codes plus what the peer
+/// or the network did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Closed {
     /// The gateway closed with this code.
     Code(CloseCode),
@@ -47,221 +118,329 @@ pub enum Closed {
     Error,
 }
 
-/// The `code` labels after the contract's codes, in [`Closed`]'s order.
-const OTHER_CLOSES: [&str; 3] = ["client", "dead", "error"];
-const CLOSE_SLOTS: usize = CloseCode::ALL.len() + OTHER_CLOSES.len();
-
-/// The slot of a close reason: the contract's codes first, in
-/// [`CloseCode::ALL`] order, so the labels come from [`CloseCode::code`].
-fn close_index(closed: Closed) -> usize {
-    match closed {
-        Closed::Code(code) => CloseCode::ALL
-            .iter()
-            .position(|c| *c == code)
-            .expect("CloseCode::ALL lists every code"),
-        Closed::Client => CloseCode::ALL.len(),
-        Closed::Dead => CloseCode::ALL.len() + 1,
-        Closed::Error => CloseCode::ALL.len() + 2,
-    }
-}
-
-fn close_label(index: usize) -> String {
-    match CloseCode::ALL.get(index) {
-        Some(code) => code.code().to_string(),
-        None => OTHER_CLOSES[index - CloseCode::ALL.len()].to_owned(),
-    }
-}
-
-/// The auth RPCs the gateway calls, as the `method` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The auth RPCs the gateway calls (the `method` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AuthMethod {
     IssueWsToken,
     ValidateToken,
     VerifyJwt,
     History,
     Subscribe,
+    ReportGateway,
 }
 
-const METHODS: [&str; 5] = [
-    "IssueWsToken",
-    "ValidateToken",
-    "VerifyJwt",
-    "History",
-    "Subscribe",
-];
+impl AuthMethod {
+    /// Every method, in declaration order (`method as usize` indexes it).
+    pub const ALL: [AuthMethod; 6] = [
+        Self::IssueWsToken,
+        Self::ValidateToken,
+        Self::VerifyJwt,
+        Self::History,
+        Self::Subscribe,
+        Self::ReportGateway,
+    ];
 
-/// Histogram bucket upper bounds, in seconds.
-const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
-
-#[derive(Default)]
-struct Histogram {
-    /// Non-cumulative counts per bucket; the last slot is +Inf.
-    buckets: [AtomicU64; BUCKETS.len() + 1],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::IssueWsToken => "IssueWsToken",
+            Self::ValidateToken => "ValidateToken",
+            Self::VerifyJwt => "VerifyJwt",
+            Self::History => "History",
+            Self::Subscribe => "Subscribe",
+            Self::ReportGateway => "ReportGateway",
+        }
+    }
 }
 
-#[derive(Default)]
+// === label encoding ===
+
+impl EncodeLabelValue for Refusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Handshake {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Self::Ok => "ok",
+            Self::Phase2Failed => "phase2_failed",
+            Self::Refused(refusal) => refusal.as_str(),
+        })
+    }
+}
+
+impl EncodeLabelValue for Closed {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        match self {
+            Self::Code(code) => write!(encoder, "{}", code.code()),
+            Self::Client => encoder.write_str("client"),
+            Self::Dead => encoder.write_str("dead"),
+            Self::Error => encoder.write_str("error"),
+        }
+    }
+}
+
+impl EncodeLabelValue for AuthMethod {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HandshakeLabels {
+    outcome: Handshake,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    route: Route,
+    reason: Refusal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CloseLabels {
+    code: Closed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MethodLabels {
+    method: AuthMethod,
+}
+
+/// Latency buckets of calls to auth, in seconds: 0.5 ms to ~4 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14)
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
+}
+
+// === impl Metrics ===
+
+/// The cached handles; the registry holds the same metrics for encoding.
 struct Inner {
-    connections_open: AtomicI64,
-    sockets_open: AtomicI64,
-    subscribed: AtomicI64,
-    events: AtomicU64,
-    handshakes: [AtomicU64; HANDSHAKES.len()],
-    closes: [AtomicU64; CLOSE_SLOTS],
-    auth_calls: [Histogram; METHODS.len()],
+    registry: Registry,
+    connections_open: Gauge,
+    sockets_open: Gauge,
+    subscribed: Gauge,
+    events: Counter,
+    handshake_ok: Counter,
+    handshake_phase2_failed: Counter,
+    /// Indexed by `Refusal as usize`.
+    handshake_refused: Vec<Counter>,
+    /// Indexed by `Route as usize`, then `Refusal as usize`.
+    refusals: Vec<Vec<Counter>>,
+    /// Indexed by `CloseCode as usize`.
+    closes_by_gateway: Vec<Counter>,
+    close_client: Counter,
+    close_dead: Counter,
+    close_error: Counter,
+    /// Indexed by `AuthMethod as usize`.
+    auth_calls: Vec<Histogram>,
 }
 
-/// The gateway's metrics: a cheap-clone handle over atomics.
-#[derive(Clone, Default)]
+/// The gateway's metrics: a cheap-clone handle.
+#[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let connections_open = gauge(
+            &mut registry,
+            "wsauth_gateway_connections_open",
+            "Authenticated connections registered in the hub.",
+        );
+        let sockets_open = gauge(
+            &mut registry,
+            "wsauth_gateway_sockets_open",
+            "Upgraded WebSockets, including those still authenticating.",
+        );
+        let subscribed = gauge(
+            &mut registry,
+            "wsauth_gateway_subscribed",
+            "1 while the Subscribe stream to auth is open.",
+        );
+        let events = Counter::default();
+        registry.register(
+            "wsauth_gateway_events",
+            "Events received from the Subscribe stream.",
+            events.clone(),
+        );
+
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "wsauth_gateway_handshakes",
+            "WebSocket handshakes by outcome.",
+            handshakes.clone(),
+        );
+        let handshake = |outcome| handshakes.get_or_create_owned(&HandshakeLabels { outcome });
+        let handshake_ok = handshake(Handshake::Ok);
+        let handshake_phase2_failed = handshake(Handshake::Phase2Failed);
+        let handshake_refused = Refusal::ALL
+            .iter()
+            .map(|r| handshake(Handshake::Refused(*r)))
+            .collect();
+
+        let refusal_family = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "wsauth_gateway_http_refusals",
+            "HTTP requests refused, by route and reason.",
+            refusal_family.clone(),
+        );
+        let refusals = Route::ALL
+            .iter()
+            .map(|route| {
+                Refusal::ALL
+                    .iter()
+                    .map(|reason| {
+                        refusal_family.get_or_create_owned(&RefusalLabels {
+                            route: *route,
+                            reason: *reason,
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+
+        let closes = Family::<CloseLabels, Counter>::default();
+        registry.register(
+            "wsauth_gateway_closes",
+            "WebSocket closes by code.",
+            closes.clone(),
+        );
+        let close = |code| closes.get_or_create_owned(&CloseLabels { code });
+        let closes_by_gateway = CloseCode::ALL
+            .iter()
+            .map(|c| close(Closed::Code(*c)))
+            .collect();
+
+        let auth_call_family =
+            Family::<MethodLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register_with_unit(
+            "wsauth_gateway_auth_call_duration",
+            "Latency of gRPC calls to auth.",
+            Unit::Seconds,
+            auth_call_family.clone(),
+        );
+        let auth_calls = AuthMethod::ALL
+            .iter()
+            .map(|method| auth_call_family.get_or_create_owned(&MethodLabels { method: *method }))
+            .collect();
+
+        Self {
+            inner: Arc::new(Inner {
+                connections_open,
+                sockets_open,
+                subscribed,
+                events,
+                handshake_ok,
+                handshake_phase2_failed,
+                handshake_refused,
+                refusals,
+                closes_by_gateway,
+                close_client: close(Closed::Client),
+                close_dead: close(Closed::Dead),
+                close_error: close(Closed::Error),
+                auth_calls,
+                registry,
+            }),
+        }
+    }
+
     pub fn connection_opened(&self) {
-        self.inner.connections_open.fetch_add(1, Relaxed);
+        self.inner.connections_open.inc();
     }
 
     pub fn connection_closed(&self) {
-        self.inner.connections_open.fetch_sub(1, Relaxed);
+        self.inner.connections_open.dec();
     }
 
     pub fn socket_opened(&self) {
-        self.inner.sockets_open.fetch_add(1, Relaxed);
+        self.inner.sockets_open.inc();
     }
 
     pub fn socket_closed(&self) {
-        self.inner.sockets_open.fetch_sub(1, Relaxed);
+        self.inner.sockets_open.dec();
     }
 
+    /// Shows the Subscribe stream's state; readiness itself is
+    /// [`crate::state::Readiness`], which calls this.
     pub fn set_subscribed(&self, subscribed: bool) {
-        self.inner.subscribed.store(i64::from(subscribed), Relaxed);
-    }
-
-    pub fn is_subscribed(&self) -> bool {
-        self.inner.subscribed.load(Relaxed) == 1
+        self.inner.subscribed.set(i64::from(subscribed));
     }
 
     pub fn event_received(&self) {
-        self.inner.events.fetch_add(1, Relaxed);
+        self.inner.events.inc();
     }
 
     pub fn handshake(&self, outcome: Handshake) {
-        let index = HANDSHAKES
-            .iter()
-            .position(|(h, _)| *h == outcome)
-            .expect("HANDSHAKES lists every outcome");
-        self.inner.handshakes[index].fetch_add(1, Relaxed);
+        let inner = &*self.inner;
+        match outcome {
+            Handshake::Ok => inner.handshake_ok.inc(),
+            Handshake::Phase2Failed => inner.handshake_phase2_failed.inc(),
+            Handshake::Refused(refusal) => inner.handshake_refused[refusal as usize].inc(),
+        };
+    }
+
+    /// Counts a refused HTTP request; a refused `/ws` is also a failed handshake.
+    pub fn refused(&self, route: Route, refusal: Refusal) {
+        self.inner.refusals[route as usize][refusal as usize].inc();
+        if route == Route::Ws {
+            self.handshake(Handshake::Refused(refusal));
+        }
     }
 
     pub fn closed(&self, closed: Closed) {
-        self.inner.closes[close_index(closed)].fetch_add(1, Relaxed);
+        let inner = &*self.inner;
+        match closed {
+            Closed::Code(code) => inner.closes_by_gateway[code as usize].inc(),
+            Closed::Client => inner.close_client.inc(),
+            Closed::Dead => inner.close_dead.inc(),
+            Closed::Error => inner.close_error.inc(),
+        };
     }
 
     pub fn auth_call(&self, method: AuthMethod, elapsed: Duration) {
-        let histogram = &self.inner.auth_calls[method as usize];
-        let seconds = elapsed.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(BUCKETS.len());
-        histogram.buckets[bucket].fetch_add(1, Relaxed);
-        histogram.count.fetch_add(1, Relaxed);
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        histogram.sum_micros.fetch_add(micros, Relaxed);
+        self.inner.auth_calls[method as usize].observe(elapsed.as_secs_f64());
+    }
+
+    /// Upgraded WebSockets currently open, authenticated or not.
+    pub fn sockets_open(&self) -> i64 {
+        self.inner.sockets_open.get()
     }
 
     /// Authenticated connections currently open.
     pub fn connections_open(&self) -> i64 {
-        self.inner.connections_open.load(Relaxed)
+        self.inner.connections_open.get()
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (format 0.0.4, [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let inner = &*self.inner;
-        let mut out = String::with_capacity(4096);
-        let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        };
-        gauge(
-            &mut out,
-            "wsauth_gateway_connections_open",
-            "Authenticated connections registered in the hub.",
-            inner.connections_open.load(Relaxed),
-        );
-        gauge(
-            &mut out,
-            "wsauth_gateway_sockets_open",
-            "Upgraded WebSockets, including those still authenticating.",
-            inner.sockets_open.load(Relaxed),
-        );
-        gauge(
-            &mut out,
-            "wsauth_gateway_subscribed",
-            "1 while the Subscribe stream to auth is open.",
-            inner.subscribed.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP wsauth_gateway_events_total Events received from the Subscribe stream.\n\
-             # TYPE wsauth_gateway_events_total counter\n\
-             wsauth_gateway_events_total {}",
-            inner.events.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP wsauth_gateway_handshakes_total WebSocket handshakes by outcome.\n\
-             # TYPE wsauth_gateway_handshakes_total counter"
-        );
-        for (i, (_, label)) in HANDSHAKES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "wsauth_gateway_handshakes_total{{outcome=\"{label}\"}} {}",
-                inner.handshakes[i].load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP wsauth_gateway_closes_total WebSocket closes by code.\n\
-             # TYPE wsauth_gateway_closes_total counter"
-        );
-        for (i, count) in inner.closes.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "wsauth_gateway_closes_total{{code=\"{}\"}} {}",
-                close_label(i),
-                count.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP wsauth_gateway_auth_call_duration_seconds Latency of gRPC calls to auth.\n\
-             # TYPE wsauth_gateway_auth_call_duration_seconds histogram"
-        );
-        for (m, method) in METHODS.iter().enumerate() {
-            let histogram = &inner.auth_calls[m];
-            let mut cumulative = 0;
-            for (b, bound) in BUCKETS.iter().enumerate() {
-                cumulative += histogram.buckets[b].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "wsauth_gateway_auth_call_duration_seconds_bucket{{method=\"{method}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            cumulative += histogram.buckets[BUCKETS.len()].load(Relaxed);
-            let sum = histogram.sum_micros.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "wsauth_gateway_auth_call_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {cumulative}\n\
-                 wsauth_gateway_auth_call_duration_seconds_sum{{method=\"{method}\"}} {sum}\n\
-                 wsauth_gateway_auth_call_duration_seconds_count{{method=\"{method}\"}} {}",
-                histogram.count.load(Relaxed)
-            );
-        }
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.inner.registry);
         out
     }
 }
@@ -271,43 +450,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn enum_order_matches_the_all_lists_that_index_the_handles() {
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        for (i, r) in Route::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        for (i, m) in AuthMethod::ALL.iter().enumerate() {
+            assert_eq!(*m as usize, i);
+        }
+        for (i, c) in CloseCode::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+    }
+
+    #[test]
     fn render_has_every_metric_with_current_values() {
         let metrics = Metrics::default();
         metrics.connection_opened();
         metrics.connection_opened();
         metrics.connection_closed();
         metrics.handshake(Handshake::Ok);
+        metrics.refused(Route::Ws, Refusal::BadRequest);
+        metrics.refused(Route::Token, Refusal::Unauthorized);
         metrics.closed(Closed::Code(CloseCode::Policy));
+        metrics.closed(Closed::Dead);
         metrics.auth_call(AuthMethod::VerifyJwt, Duration::from_millis(3));
         let text = metrics.render();
-        assert!(
-            text.contains("wsauth_gateway_connections_open 1\n"),
-            "{text}"
-        );
-        assert!(text.contains("wsauth_gateway_sockets_open 0\n"));
-        assert!(text.contains("wsauth_gateway_subscribed 0\n"));
-        assert!(text.contains("wsauth_gateway_events_total 0\n"));
-        assert!(text.contains("wsauth_gateway_handshakes_total{outcome=\"ok\"} 1\n"));
-        assert!(text.contains("wsauth_gateway_closes_total{code=\"1008\"} 1\n"));
+        for line in [
+            "wsauth_gateway_connections_open 1\n",
+            "wsauth_gateway_sockets_open 0\n",
+            "wsauth_gateway_subscribed 0\n",
+            "wsauth_gateway_events_total 0\n",
+            "wsauth_gateway_handshakes_total{outcome=\"ok\"} 1\n",
+            "wsauth_gateway_handshakes_total{outcome=\"bad_request\"} 1\n",
+            "wsauth_gateway_handshakes_total{outcome=\"unauthorized\"} 0\n",
+            "wsauth_gateway_http_refusals_total{route=\"/ws\",reason=\"bad_request\"} 1\n",
+            "wsauth_gateway_http_refusals_total{route=\"/token/ws\",reason=\"unauthorized\"} 1\n",
+            "wsauth_gateway_closes_total{code=\"1008\"} 1\n",
+            "wsauth_gateway_closes_total{code=\"dead\"} 1\n",
+            "wsauth_gateway_auth_call_duration_seconds_bucket{le=\"0.002\",method=\"VerifyJwt\"} 0\n",
+            "wsauth_gateway_auth_call_duration_seconds_bucket{le=\"0.004\",method=\"VerifyJwt\"} 1\n",
+            "wsauth_gateway_auth_call_duration_seconds_count{method=\"VerifyJwt\"} 1\n",
+            "wsauth_gateway_auth_call_duration_seconds_count{method=\"Subscribe\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
         for code in CloseCode::ALL {
-            assert!(text.contains(&format!(
-                "wsauth_gateway_closes_total{{code=\"{}\"}}",
-                code.code()
-            )));
+            let series = format!("wsauth_gateway_closes_total{{code=\"{}\"}}", code.code());
+            assert!(text.contains(&series), "{series}");
         }
         for other in ["client", "dead", "error"] {
             assert!(text.contains(&format!("wsauth_gateway_closes_total{{code=\"{other}\"}}")));
         }
-        assert!(text.contains(
-            "wsauth_gateway_auth_call_duration_seconds_bucket{method=\"VerifyJwt\",le=\"0.001\"} 0\n"
-        ));
-        assert!(text.contains(
-            "wsauth_gateway_auth_call_duration_seconds_bucket{method=\"VerifyJwt\",le=\"0.005\"} 1\n"
-        ));
-        assert!(
-            text.contains(
-                "wsauth_gateway_auth_call_duration_seconds_count{method=\"VerifyJwt\"} 1\n"
-            )
-        );
     }
 }

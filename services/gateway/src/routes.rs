@@ -8,10 +8,13 @@ mod token;
 mod ws;
 
 use axum::Router;
-use axum::middleware;
-use axum::response::Html;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{Html, Response};
 use axum::routing::get;
 
+use crate::error::HttpError;
+use crate::metrics::{Refusal, Route};
 use crate::state::AppState;
 
 /// The demo page: a browser client walking the whole flow.
@@ -37,7 +40,24 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .fallback(|| async { HttpError::NotFound })
+        .method_not_allowed_fallback(|| async { HttpError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_refusals,
+        ))
         .with_state(state)
+}
+
+/// The one place refusals are counted: every [`HttpError`] response carries
+/// its [`Refusal`], whichever handler (or fallback) made it.
+async fn count_refusals(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = Route::of(request.uri().path());
+    let response = next.run(request).await;
+    if let Some(refusal) = response.extensions().get::<Refusal>() {
+        state.metrics.refused(route, *refusal);
+    }
+    response
 }
 
 #[cfg(test)]
@@ -106,14 +126,14 @@ mod tests {
         let mut state = state_with_auth_down(|_| {});
         let (status, _) = get(state.clone(), "/readyz", &[]).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "unsubscribed");
-        state.metrics.set_subscribed(true);
+        state.ready.set_subscribed(true);
         let (status, _) = get(state.clone(), "/readyz", &[]).await;
         assert_eq!(status, StatusCode::OK, "subscribed");
         state.shutdown.cancel();
         let (status, _) = get(state.clone(), "/readyz", &[]).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "shutting down");
         state.shutdown = tokio_util::sync::CancellationToken::new();
-        state.metrics.set_subscribed(false);
+        state.ready.set_subscribed(false);
         let (status, _) = get(state, "/readyz", &[]).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "subscription lost");
     }
@@ -151,10 +171,7 @@ mod tests {
         let content_type = response.headers()[header::CONTENT_TYPE]
             .to_str()
             .expect("ascii");
-        assert!(
-            content_type.starts_with("text/plain; version=0.0.4"),
-            "{content_type}"
-        );
+        assert_eq!(content_type, health::METRICS_CONTENT_TYPE);
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("body");
@@ -230,6 +247,48 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn every_refusal_is_counted_by_route_and_reason() {
+        let state = state_with_auth_down(|_| {});
+        let metrics = state.metrics.clone();
+        let mut bad_version = UPGRADE_HEADERS.to_vec();
+        bad_version[2] = ("sec-websocket-version", "8");
+        let (status, _) = get(state.clone(), "/ws?token=abc", &bad_version).await;
+        assert_eq!(status, StatusCode::UPGRADE_REQUIRED);
+        let (status, _) = get(state.clone(), "/ws?token=abc", &UPGRADE_HEADERS[1..]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // A request that passes every header check but arrived without hyper's
+        // upgrade machinery (oneshot) cannot be upgraded.
+        let (status, _) = get(state.clone(), "/ws?token=abc", &UPGRADE_HEADERS).await;
+        assert_eq!(status, StatusCode::UPGRADE_REQUIRED);
+        let (status, _) = get(state.clone(), "/token/ws", &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = get(state.clone(), "/nowhere", &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("\"error\""), "{body}");
+        let response = app(state)
+            .oneshot(
+                Request::post("/token/ws")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let text = metrics.render();
+        for line in [
+            "wsauth_gateway_http_refusals_total{route=\"/ws\",reason=\"upgrade_required\"} 2\n",
+            "wsauth_gateway_http_refusals_total{route=\"/ws\",reason=\"bad_request\"} 1\n",
+            "wsauth_gateway_handshakes_total{outcome=\"upgrade_required\"} 2\n",
+            "wsauth_gateway_handshakes_total{outcome=\"bad_request\"} 1\n",
+            "wsauth_gateway_http_refusals_total{route=\"/token/ws\",reason=\"unauthorized\"} 1\n",
+            "wsauth_gateway_http_refusals_total{route=\"other\",reason=\"not_found\"} 1\n",
+            "wsauth_gateway_http_refusals_total{route=\"/token/ws\",reason=\"method_not_allowed\"} 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[tokio::test]

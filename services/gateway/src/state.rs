@@ -1,6 +1,7 @@
 //! What every handler and session shares: a cheap-clone bundle of handles.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -20,12 +21,39 @@ pub struct Limits {
     pub max_messages_per_s: u32,
 }
 
+/// Whether the Subscribe stream to auth is open: what `/readyz` answers
+/// from. Set by the subscriber; the `subscribed` gauge follows it.
+#[derive(Clone)]
+pub struct Readiness {
+    subscribed: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+impl Readiness {
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            subscribed: Arc::new(AtomicBool::new(false)),
+            metrics,
+        }
+    }
+
+    pub fn set_subscribed(&self, subscribed: bool) {
+        self.subscribed.store(subscribed, Ordering::Relaxed);
+        self.metrics.set_subscribed(subscribed);
+    }
+
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
+    }
+}
+
 /// Shared state of the gateway.
 #[derive(Clone)]
 pub struct AppState {
     pub auth: AuthClient,
     pub hub: Hub,
     pub metrics: Metrics,
+    pub ready: Readiness,
     pub limits: Arc<Limits>,
     /// Empty: any origin.
     pub allowed_origins: Arc<[String]>,
@@ -40,12 +68,13 @@ impl AppState {
         Self {
             auth,
             hub: Hub::new(metrics.clone()),
+            ready: Readiness::new(metrics.clone()),
             metrics,
             limits: Arc::new(Limits {
                 auth_timeout: config.auth_timeout(),
-                max_message_bytes: config.max_message_bytes.max(1),
-                send_queue_capacity: config.send_queue_capacity.max(1),
-                max_messages_per_s: config.max_messages_per_s.max(1),
+                max_message_bytes: config.max_message_bytes,
+                send_queue_capacity: config.send_queue_capacity,
+                max_messages_per_s: config.max_messages_per_s,
             }),
             allowed_origins: config
                 .allowed_origins

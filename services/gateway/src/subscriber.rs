@@ -4,49 +4,13 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use wsauth_shared::backoff::Backoff;
 
 use crate::auth_client::{AuthCallError, AuthClient, ErrorKind, Incoming};
 use crate::event::EventId;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-
-/// Exponential backoff with full jitter between resubscribe attempts.
-#[derive(Debug)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max,
-            attempt: 0,
-        }
-    }
-
-    /// The ceiling of the next delay: base·2^attempt, capped at max.
-    pub fn ceiling(&self) -> Duration {
-        let factor = 1u32 << self.attempt.min(16);
-        self.base.saturating_mul(factor).min(self.max)
-    }
-
-    /// The next delay, uniformly random in [ceiling/2, ceiling], so replicas
-    /// that lost auth together do not come back in lockstep.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.ceiling();
-        self.attempt = self.attempt.saturating_add(1);
-        let half = ceiling / 2;
-        half + half.mul_f64(rand::random::<f64>())
-    }
-
-    /// After a stream that worked: start again from `base`.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
+use crate::state::Readiness;
 
 /// Whether an event should reach the hub: ids at or before the last delivered
 /// one (same epoch) are replays of what was already delivered.
@@ -59,6 +23,7 @@ pub struct Subscriber {
     pub client: AuthClient,
     pub hub: Hub,
     pub metrics: Metrics,
+    pub ready: Readiness,
     pub gateway_id: String,
     pub shutdown: CancellationToken,
 }
@@ -76,7 +41,7 @@ impl Subscriber {
             let error = match opened {
                 Ok(mut stream) => {
                     let opened_at = tokio::time::Instant::now();
-                    self.metrics.set_subscribed(true);
+                    self.ready.set_subscribed(true);
                     tracing::info!(after_id = ?last.as_ref().map(ToString::to_string), "subscribed to events");
                     let ended = loop {
                         let next = tokio::select! {
@@ -95,7 +60,7 @@ impl Subscriber {
                             }
                         }
                     };
-                    self.metrics.set_subscribed(false);
+                    self.ready.set_subscribed(false);
                     // A stream that held for a while was a success: retry quickly.
                     if opened_at.elapsed() >= Duration::from_secs(5) {
                         backoff.reset();
@@ -126,7 +91,7 @@ impl Subscriber {
                 () = tokio::time::sleep(delay) => {}
             }
         }
-        self.metrics.set_subscribed(false);
+        self.ready.set_subscribed(false);
     }
 
     /// Hands one stream item to the hub, moving `last` past it. An
@@ -154,27 +119,6 @@ impl Subscriber {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter_below_the_ceiling() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut ceilings = Vec::new();
-        for _ in 0..10 {
-            let ceiling = backoff.ceiling();
-            let delay = backoff.next_delay();
-            assert!(
-                delay >= ceiling / 2 && delay <= ceiling,
-                "{delay:?} vs {ceiling:?}"
-            );
-            ceilings.push(ceiling.as_millis());
-        }
-        assert_eq!(
-            ceilings,
-            [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000]
-        );
-        backoff.reset();
-        assert_eq!(backoff.ceiling(), Duration::from_millis(100));
-    }
-
     #[tokio::test]
     async fn unreadable_events_are_skipped_and_move_the_resume_point() {
         use crate::auth_client::Unreadable;
@@ -190,6 +134,7 @@ mod tests {
         let subscriber = Subscriber {
             client,
             hub: Hub::new(metrics.clone()),
+            ready: Readiness::new(metrics.clone()),
             metrics,
             gateway_id: "gw".into(),
             shutdown: CancellationToken::new(),

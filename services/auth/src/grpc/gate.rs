@@ -23,7 +23,8 @@ pub fn required_role(path: &str) -> Role {
         "/wsauth.v1.AuthService/ValidateToken"
         | "/wsauth.v1.AuthService/VerifyJwt"
         | "/wsauth.v1.BroadcastService/Subscribe"
-        | "/wsauth.v1.BroadcastService/History" => Role::Internal,
+        | "/wsauth.v1.BroadcastService/History"
+        | "/wsauth.v1.AdminService/ReportGateway" => Role::Internal,
         p if p.starts_with("/grpc.health.v1.Health/")
             || p.starts_with("/grpc.reflection.v1.ServerReflection/")
             || p.starts_with("/grpc.reflection.v1alpha.ServerReflection/") =>
@@ -135,6 +136,8 @@ mod tests {
             ("/wsauth.v1.BroadcastService/History", Role::Internal),
             ("/wsauth.v1.BroadcastService/Subscribe", Role::Internal),
             ("/wsauth.v1.AdminService/ListGateways", Role::Admin),
+            ("/wsauth.v1.AdminService/Presence", Role::Admin),
+            ("/wsauth.v1.AdminService/ReportGateway", Role::Internal),
             ("/grpc.health.v1.Health/Check", Role::Anonymous),
             (
                 "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",

@@ -14,20 +14,20 @@ pub async fn healthz() -> StatusCode {
 /// Ready while the Subscribe stream to auth is open: an open stream means
 /// auth is reachable and this gateway receives events.
 pub async fn readyz(State(state): State<AppState>) -> StatusCode {
-    if state.metrics.is_subscribed() && !state.shutdown.is_cancelled() {
+    if state.ready.is_subscribed() && !state.shutdown.is_cancelled() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     }
 }
 
+/// The Prometheus text format's media type (what scrapers ask for first).
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         state.metrics.render(),
     )
 }

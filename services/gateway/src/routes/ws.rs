@@ -11,9 +11,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::Instrument as _;
+use wsauth_shared::limits::MAX_CREDENTIAL_BYTES;
 
 use crate::error::HttpError;
-use crate::message::MAX_CREDENTIAL_BYTES;
 use crate::session;
 use crate::socket::FrameIo;
 use crate::state::AppState;
@@ -32,51 +32,34 @@ pub struct WsParams {
     token: Option<String>,
 }
 
-/// Counts and answers a refused handshake.
-fn refuse(state: &AppState, error: HttpError) -> Response {
-    state.metrics.handshake(error.handshake());
-    error.into_response()
-}
-
 pub async fn upgrade(
     State(state): State<AppState>,
     params: Result<Query<WsParams>, QueryRejection>,
     mut request: Request,
-) -> Response {
+) -> Result<Response, HttpError> {
     // Origin first: a cross-site page must not be able to burn a token.
     let headers = request.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !state.origin_allowed(origin) {
-        return refuse(&state, HttpError::ForbiddenOrigin);
+        return Err(HttpError::ForbiddenOrigin);
     }
     let token = params
         .ok()
         .and_then(|Query(params)| params.token)
-        .filter(|t| !t.is_empty() && t.len() <= MAX_CREDENTIAL_BYTES);
-    let Some(token) = token else {
-        return refuse(&state, HttpError::MissingToken);
-    };
+        .filter(|t| !t.is_empty() && t.len() <= MAX_CREDENTIAL_BYTES)
+        .ok_or(HttpError::MissingToken)?;
     // Before ValidateToken: a socket opened now would be closed at once,
     // after its token was spent.
     if state.shutdown.is_cancelled() {
-        return refuse(&state, HttpError::ShuttingDown);
+        return Err(HttpError::ShuttingDown);
     }
     // Not a valid upgrade request: refuse before touching the token.
-    let accept = match accept_key(headers) {
-        Ok(accept) => accept,
-        Err(refused) => return refused.into_response(),
-    };
-    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
-        return (
-            StatusCode::UPGRADE_REQUIRED,
-            "WebSocket request couldn't be upgraded since no upgrade state was present",
-        )
-            .into_response();
-    };
-    let user_id = match state.auth.validate_token(token).await {
-        Ok(user_id) => user_id,
-        Err(error) => return refuse(&state, HttpError::from(error)),
-    };
+    let accept = accept_key(headers)?;
+    let on_upgrade = request
+        .extensions_mut()
+        .remove::<OnUpgrade>()
+        .ok_or(HttpError::NotUpgradable)?;
+    let user_id = state.auth.validate_token(token).await?;
     let conn_id = state.hub.next_conn_id();
     let max = state.limits.max_message_bytes;
     let config = WebSocketConfig::default()
@@ -103,7 +86,7 @@ pub async fn upgrade(
         }
         .instrument(span),
     );
-    (
+    Ok((
         StatusCode::SWITCHING_PROTOCOLS,
         [
             (header::CONNECTION, HeaderValue::from_static("upgrade")),
@@ -111,15 +94,14 @@ pub async fn upgrade(
             (header::SEC_WEBSOCKET_ACCEPT, accept),
         ],
     )
-        .into_response()
+        .into_response())
 }
 
 /// Checks the upgrade headers (RFC 6455 §4.2.1, in the order axum's
 /// `WebSocketUpgrade` did, with its messages); the `Sec-WebSocket-Accept`
-/// value for the 101. An unsupported version gets 426 naming the one we
-/// speak (§4.2.2), so the client can retry with it.
-fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, BadUpgrade> {
-    let refused = BadUpgrade::Request;
+/// value for the 101.
+fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HttpError> {
+    let refused = HttpError::BadUpgrade;
     if !header_contains(headers, header::CONNECTION, "upgrade") {
         return Err(refused("Connection header did not include 'upgrade'"));
     }
@@ -130,39 +112,13 @@ fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, BadUpgrade> {
         return Err(refused("`Sec-WebSocket-Key` header missing"));
     };
     if !header_eq(headers, header::SEC_WEBSOCKET_VERSION, "13") {
-        return Err(BadUpgrade::Version);
+        return Err(HttpError::UnsupportedVersion);
     }
     if !is_websocket_key(key.as_bytes()) {
         return Err(refused("`Sec-WebSocket-Key` is not 16 bytes in base64"));
     }
     HeaderValue::try_from(derive_accept_key(key.as_bytes()))
         .map_err(|_| refused("invalid `Sec-WebSocket-Key`"))
-}
-
-/// Why an upgrade request is refused before its token is looked at.
-#[derive(Debug)]
-enum BadUpgrade {
-    /// `400` with this message.
-    Request(&'static str),
-    /// `426` naming the version we speak.
-    Version,
-}
-
-impl IntoResponse for BadUpgrade {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Request(message) => (StatusCode::BAD_REQUEST, message).into_response(),
-            Self::Version => (
-                StatusCode::UPGRADE_REQUIRED,
-                [(
-                    header::SEC_WEBSOCKET_VERSION,
-                    HeaderValue::from_static("13"),
-                )],
-                "`Sec-WebSocket-Version` header did not include '13'",
-            )
-                .into_response(),
-        }
-    }
 }
 
 /// Whether `key` is 16 bytes in padded base64: 22 base64 characters and `==`.

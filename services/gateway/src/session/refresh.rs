@@ -139,8 +139,8 @@ mod tests {
     use futures::FutureExt as _;
 
     use super::*;
-    use crate::message::MAX_CREDENTIAL_BYTES;
     use crate::metrics::Metrics;
+    use wsauth_shared::limits::MAX_CREDENTIAL_BYTES;
 
     /// A client of an auth that refuses every connection: every check is
     /// "unavailable", quickly.

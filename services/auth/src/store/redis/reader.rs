@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::{Script, Value};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use wsauth_shared::backoff::Backoff;
 
 use super::conn::{Conn, Redis};
 use super::stream::{POSITION, xread_entries};
@@ -63,7 +64,7 @@ impl Reader {
 
     /// Reads until `shutdown`, reconnecting with backoff after every failure.
     pub(super) async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = INITIAL_BACKOFF;
+        let mut backoff = Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF);
         // Log state changes, not every retry of an outage.
         let mut reported_down = false;
         loop {
@@ -73,19 +74,19 @@ impl Reader {
             };
             self.ready.send_replace(false);
             if failure.was_serving {
-                backoff = INITIAL_BACKOFF;
+                backoff.reset();
             }
+            let delay = backoff.next_delay();
             if !reported_down {
                 reported_down = true;
                 tracing::warn!(error = %failure.error, "event stream reader lost redis; retrying in the background");
             } else {
-                tracing::debug!(error = %failure.error, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "event stream reader still without redis");
+                tracing::debug!(error = %failure.error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "event stream reader still without redis");
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(delay) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         self.ready.send_replace(false);
     }
