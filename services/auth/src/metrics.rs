@@ -30,7 +30,7 @@ pub use grpc::GrpcMetricsLayer;
 pub use store::MeteredStore;
 
 /// The Prometheus text format's media type.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Every RPC auth serves, as `(grpc_service, grpc_method)`; a call to any
 /// other path is counted as `("unknown", "unknown")`, so a scanner cannot
@@ -177,7 +177,7 @@ impl AuthMetrics {
         );
         registry.register_with_unit(
             "wsauth_auth_grpc_server_handling",
-            "Time from a call's arrival to its status (a Subscribe stream's whole life).",
+            "Time from a call's arrival to its status (a Subscribe stream's whole life)",
             Unit::Seconds,
             handling.clone(),
         );
@@ -205,7 +205,7 @@ impl AuthMetrics {
         let subscribe_streams = Gauge::default();
         registry.register(
             "wsauth_auth_subscribe_streams",
-            "Subscribe streams open now (one per connected gateway, normally).",
+            "Subscribe streams open now (one per connected gateway, normally)",
             subscribe_streams.clone(),
         );
 
@@ -214,14 +214,14 @@ impl AuthMetrics {
         );
         registry.register_with_unit(
             "wsauth_auth_store_call_duration",
-            "Latency of store (Redis) calls, by operation.",
+            "Latency of store (Redis) calls, by operation",
             Unit::Seconds,
             store_seconds.clone(),
         );
         let store_errors = Family::<OpErrorLabels, Counter>::default();
         registry.register(
             "wsauth_auth_store_errors",
-            "Failed store (Redis) calls, by operation and kind.",
+            "Failed store (Redis) calls, by operation and kind",
             store_errors.clone(),
         );
         let store_ops = STORE_OPS
@@ -238,13 +238,13 @@ impl AuthMetrics {
         let events_published = Counter::default();
         registry.register(
             "wsauth_auth_events_published",
-            "Events appended to the stream by this replica.",
+            "Events appended to the stream by this replica",
             events_published.clone(),
         );
         let reader_lag = Gauge::<f64, AtomicU64>::default();
         registry.register_with_unit(
             "wsauth_auth_stream_reader_lag",
-            "Age of the last event the stream reader handed to subscribers, when it did.",
+            "Age of the last event the stream reader handed to subscribers, when it did",
             Unit::Seconds,
             reader_lag.clone(),
         );
@@ -299,7 +299,8 @@ impl AuthMetrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.inner.registry);
+        let _ =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.inner.registry);
         out
     }
 }

@@ -270,29 +270,29 @@ impl Metrics {
         let connections_open = gauge(
             &mut registry,
             "wsauth_gateway_connections_open",
-            "Authenticated connections registered in the hub.",
+            "Authenticated connections registered in the hub",
         );
         let sockets_open = gauge(
             &mut registry,
             "wsauth_gateway_sockets_open",
-            "Upgraded WebSockets, including those still authenticating.",
+            "Upgraded WebSockets, including those still authenticating",
         );
         let subscribed = gauge(
             &mut registry,
             "wsauth_gateway_subscribed",
-            "1 while the Subscribe stream to auth is open.",
+            "1 while the Subscribe stream to auth is open",
         );
         let events = Counter::default();
         registry.register(
             "wsauth_gateway_events",
-            "Events received from the Subscribe stream.",
+            "Events received from the Subscribe stream",
             events.clone(),
         );
 
         let handshakes = Family::<HandshakeLabels, Counter>::default();
         registry.register(
             "wsauth_gateway_handshakes",
-            "WebSocket handshakes by outcome.",
+            "WebSocket handshakes by outcome",
             handshakes.clone(),
         );
         let handshake = |outcome| handshakes.get_or_create_owned(&HandshakeLabels { outcome });
@@ -306,7 +306,7 @@ impl Metrics {
         let refusal_family = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "wsauth_gateway_http_refusals",
-            "HTTP requests refused, by route and reason.",
+            "HTTP requests refused, by route and reason",
             refusal_family.clone(),
         );
         let refusals = Route::ALL
@@ -327,7 +327,7 @@ impl Metrics {
         let closes = Family::<CloseLabels, Counter>::default();
         registry.register(
             "wsauth_gateway_closes",
-            "WebSocket closes by code.",
+            "WebSocket closes by code",
             closes.clone(),
         );
         let close = |code| closes.get_or_create_owned(&CloseLabels { code });
@@ -340,7 +340,7 @@ impl Metrics {
             Family::<MethodLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         registry.register_with_unit(
             "wsauth_gateway_auth_call_duration",
-            "Latency of gRPC calls to auth.",
+            "Latency of gRPC calls to auth",
             Unit::Seconds,
             auth_call_family.clone(),
         );
@@ -440,7 +440,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.inner.registry);
+        let _ =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.inner.registry);
         out
     }
 }
@@ -490,8 +491,8 @@ mod tests {
             "wsauth_gateway_http_refusals_total{route=\"/token/ws\",reason=\"unauthorized\"} 1\n",
             "wsauth_gateway_closes_total{code=\"1008\"} 1\n",
             "wsauth_gateway_closes_total{code=\"dead\"} 1\n",
-            "wsauth_gateway_auth_call_duration_seconds_bucket{le=\"0.002\",method=\"VerifyJwt\"} 0\n",
-            "wsauth_gateway_auth_call_duration_seconds_bucket{le=\"0.004\",method=\"VerifyJwt\"} 1\n",
+            "wsauth_gateway_auth_call_duration_seconds_bucket{method=\"VerifyJwt\",le=\"0.002\"} 0\n",
+            "wsauth_gateway_auth_call_duration_seconds_bucket{method=\"VerifyJwt\",le=\"0.004\"} 1\n",
             "wsauth_gateway_auth_call_duration_seconds_count{method=\"VerifyJwt\"} 1\n",
             "wsauth_gateway_auth_call_duration_seconds_count{method=\"Subscribe\"} 0\n",
         ] {

@@ -22,7 +22,7 @@ pub async fn readyz(State(state): State<AppState>) -> StatusCode {
 }
 
 /// The Prometheus text format's media type (what scrapers ask for first).
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
