@@ -18,10 +18,11 @@ const BIG_EVENT: usize = 60_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_with_1008_and_leaves_the_registry() {
-    // A queue far longer than the run: only the write deadline can end it.
+    // The longest queue SEND_QUEUE_CAPACITY allows, far longer than the run:
+    // only the write deadline can end it.
     let stack = Cluster::single(
         AuthOptions::default(),
-        GatewayOptions::default().send_queue_capacity(100_000),
+        GatewayOptions::default().send_queue_capacity(65_536),
     )
     .await;
     stack.wait_ready().await;
