@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::protocol::{FloorStats, FromFloor, ToFloor};
+use crate::protocol::{FloorStats, FromFloor, ToFloor, report};
 use crate::wsframe::{self, CLOSE, PING, PONG, TEXT};
 
 /// Deadline of a client's handshake, first byte to `auth_ok`, and of the
@@ -40,7 +40,7 @@ const STEP: Duration = Duration::from_secs(10);
 pub async fn run() -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let hub = Arc::new(Hub::default());
-    send(&FromFloor::Listening {
+    report(&FromFloor::Listening {
         addr: listener.local_addr()?,
     })
     .await?;
@@ -61,7 +61,7 @@ pub async fn run() -> anyhow::Result<()> {
                     serde_json::json!({"type": "broadcast", "id": seq.to_string(), "data": data});
                 hub.fan_out(&wsframe::encode(TEXT, event.to_string().as_bytes()));
             }
-            ToFloor::Stats => send(&FromFloor::Stats(hub.stats())).await?,
+            ToFloor::Stats => report(&FromFloor::Stats(hub.stats())).await?,
         }
     }
     Ok(())
@@ -319,15 +319,6 @@ fn jwt_sub(payload: &[u8]) -> Option<String> {
     let claims: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
     Some(claims["sub"].as_str()?.to_owned())
-}
-
-async fn send(message: &FromFloor) -> anyhow::Result<()> {
-    let mut line = serde_json::to_vec(message)?;
-    line.push(b'\n');
-    let mut stdout = tokio::io::stdout();
-    stdout.write_all(&line).await?;
-    stdout.flush().await?;
-    Ok(())
 }
 
 /// The measurer's handle on a floor child process. Killed on drop.

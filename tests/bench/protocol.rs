@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
 use wsauth_tests::Jwt;
 
 /// What the clients need to mint JWTs that the server under test accepts.
@@ -153,4 +154,15 @@ pub struct FanoutResult {
     pub latencies_us: Vec<Vec<u64>>,
     /// Wall clock (µs since the UNIX epoch) of the last delivery.
     pub last_receive_unix_us: u64,
+}
+
+/// Tells the parent process `message`: one JSON line on stdout, flushed so the
+/// parent sees it at once (workers and the floor both speak this way).
+pub async fn report(message: &impl Serialize) -> anyhow::Result<()> {
+    let mut line = serde_json::to_vec(message)?;
+    line.push(b'\n');
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(&line).await?;
+    stdout.flush().await?;
+    Ok(())
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
@@ -20,13 +20,13 @@ use tokio_tungstenite::tungstenite::Message;
 use wsauth_tests::net::source_ip;
 
 use crate::client::{Connector, Ws};
-use crate::protocol::{FanoutResult, FromWorker, Ready, ToWorker, WorkerPlan};
+use crate::protocol::{FanoutResult, FromWorker, Ready, ToWorker, WorkerPlan, report};
 
 pub async fn run() -> anyhow::Result<()> {
     let result = work().await;
     if let Err(error) = &result {
         // The measurer reads stdout; stderr is for people.
-        let _ = send(&FromWorker::Error {
+        let _ = report(&FromWorker::Error {
             message: format!("{error:#}"),
         })
         .await;
@@ -57,12 +57,12 @@ async fn serve(plan: WorkerPlan, stdin: &mut Lines<BufReader<Stdin>>) -> anyhow:
     let (report_tx, mut report_rx) = mpsc::unbounded_channel();
     let ready = connect_all(&plan, &open, &stop_rx, &report_tx).await?;
     let connected = ready.ok;
-    send(&FromWorker::Ready(ready)).await?;
+    report(&FromWorker::Ready(ready)).await?;
 
     while let Some(line) = stdin.next_line().await? {
         match serde_json::from_str::<ToWorker>(&line).context("bad command")? {
             ToWorker::Status => {
-                send(&FromWorker::Status {
+                report(&FromWorker::Status {
                     open: open.load(Ordering::Relaxed),
                 })
                 .await?
@@ -91,7 +91,7 @@ async fn serve(plan: WorkerPlan, stdin: &mut Lines<BufReader<Stdin>>) -> anyhow:
                 for report in reports {
                     report.add_to(&mut result, expect);
                 }
-                send(&FromWorker::Fanout(result)).await?;
+                report(&FromWorker::Fanout(result)).await?;
             }
             ToWorker::Handshakes {
                 gateway,
@@ -102,7 +102,7 @@ async fn serve(plan: WorkerPlan, stdin: &mut Lines<BufReader<Stdin>>) -> anyhow:
                 let result =
                     crate::handshake_loop::run(gateway, &plan.jwt, plan.worker, tasks, duration)
                         .await;
-                send(&FromWorker::Handshakes(result)).await?;
+                report(&FromWorker::Handshakes(result)).await?;
             }
             ToWorker::Close => break,
             ToWorker::Start(_) => bail!("start sent twice"),
@@ -195,15 +195,6 @@ async fn connect_all(
 struct SlotOutcome {
     handshake_us: Vec<u64>,
     errors: HashMap<String, usize>,
-}
-
-async fn send(message: &FromWorker) -> anyhow::Result<()> {
-    let mut line = serde_json::to_vec(message)?;
-    line.push(b'\n');
-    let mut stdout = tokio::io::stdout();
-    stdout.write_all(&line).await?;
-    stdout.flush().await?;
-    Ok(())
 }
 
 /// One idle client: reads until the run ends, checking broadcasts.
