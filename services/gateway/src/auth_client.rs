@@ -1,13 +1,19 @@
 //! The gateway's only door to auth: one shared HTTP/2 channel per endpoint,
 //! a deadline on every call, the api key in metadata. Proto types stop here.
 //!
-//! - [`endpoints`]: which endpoint a call goes to, and failover;
+//! - [`settings`]: what the client is built from (`AUTH_URL` and the rest);
+//! - [`endpoints`]: the set of endpoints calls choose from, and its changes;
+//! - [`discovery`]: `dns:` names resolved to every replica, and followed;
+//! - [`failover`]: which endpoint a call goes to, and moving on;
 //! - [`error`]: what a failed call means, and its close code;
 //! - [`decode`]: auth's answers as the gateway's own types.
 
 mod decode;
+mod discovery;
 mod endpoints;
 mod error;
+mod failover;
+mod settings;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,8 +29,10 @@ use wsauth_shared::proto::{
 
 pub use self::decode::{EventStream, Incoming, Unreadable};
 use self::decode::{HistoryPage, timestamp};
+pub use self::discovery::{Resolve, SystemResolver};
 use self::endpoints::Endpoints;
 pub use self::error::{AuthCallError, ErrorKind};
+pub use self::settings::{ClientConfigError, ClientSettings};
 use crate::event::{Event, EventId};
 use crate::metrics::{AuthMethod, Metrics};
 
@@ -53,20 +61,6 @@ pub struct Verified {
     pub expires_at: SystemTime,
 }
 
-/// Invalid `AUTH_URL` or `AUTH_API_KEY`.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientConfigError {
-    #[error("AUTH_URL is empty")]
-    NoUrl,
-    #[error("invalid AUTH_URL entry {url:?}: {source}")]
-    BadUrl {
-        url: String,
-        source: tonic::transport::Error,
-    },
-    #[error("AUTH_API_KEY is not valid header text")]
-    BadKey,
-}
-
 /// A cheap-clone handle to auth.
 #[derive(Clone)]
 pub struct AuthClient {
@@ -78,15 +72,31 @@ pub struct AuthClient {
 }
 
 impl AuthClient {
-    /// Builds the channels without connecting. Must run inside a tokio runtime.
+    /// Builds the channels for `urls` without connecting, with the default
+    /// settings otherwise. Must run inside a tokio runtime.
     pub fn new(
         urls: &[String],
         api_key: Option<&SecretString>,
         timeout: Duration,
         metrics: Metrics,
     ) -> Result<Self, ClientConfigError> {
-        let endpoints = Arc::new(Endpoints::new(urls, timeout)?);
-        let authorization = api_key
+        let mut settings = ClientSettings::new(urls.to_vec(), timeout);
+        settings.api_key = api_key.cloned();
+        Self::from_settings(settings, metrics)
+    }
+
+    /// Builds the channels without connecting, and starts following the
+    /// `dns:` names (until the last clone is dropped). Must run inside a
+    /// tokio runtime.
+    pub fn from_settings(
+        settings: ClientSettings,
+        metrics: Metrics,
+    ) -> Result<Self, ClientConfigError> {
+        let (endpoints, names) = Endpoints::new(&settings.urls, settings.call_timeout)?;
+        let endpoints = Arc::new(endpoints);
+        let authorization = settings
+            .api_key
+            .as_ref()
             .map(|key| {
                 let mut value: MetadataValue<Ascii> = format!("Bearer {}", key.expose_secret())
                     .parse()
@@ -95,10 +105,19 @@ impl AuthClient {
                 Ok(value)
             })
             .transpose()?;
+        for (target, name) in names {
+            tokio::spawn(discovery::follow(
+                Arc::downgrade(&endpoints),
+                target,
+                name,
+                Arc::clone(&settings.resolver),
+                settings.resolve_interval,
+            ));
+        }
         Ok(Self {
             endpoints,
             authorization,
-            timeout,
+            timeout: settings.call_timeout,
             metrics,
         })
     }

@@ -22,7 +22,10 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub gateway_listen: SocketAddr,
 
-    /// The auth service's gRPC endpoints; several are load-balanced.
+    /// The auth service's gRPC endpoints, comma-separated: `http://host:port`,
+    /// `https://host:port`, or `dns:///host:port` for every address behind a
+    /// name (re-resolved every AUTH_RESOLVE_INTERVAL_S). Calls are balanced
+    /// across all of them, with failover.
     #[arg(
         long,
         env = "AUTH_URL",
@@ -30,6 +33,12 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub auth_url: Vec<String>,
+
+    /// Seconds between lookups of AUTH_URL's `dns:///` names: new addresses
+    /// get calls, vanished ones stop getting new calls (1 to 3600).
+    #[arg(long, env = "AUTH_RESOLVE_INTERVAL_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub auth_resolve_interval_s: u64,
 
     /// The key sent to auth as `authorization: Bearer <key>`.
     #[arg(long, env = "AUTH_API_KEY", value_parser = parse_secret)]
@@ -97,6 +106,7 @@ impl Config {
         Self {
             gateway_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             auth_url: vec![auth_url.into()],
+            auth_resolve_interval_s: 10,
             auth_api_key: None,
             gateway_id: None,
             auth_timeout_s: 10,
@@ -113,6 +123,10 @@ impl Config {
 
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_secs(self.auth_timeout_s)
+    }
+
+    pub fn auth_resolve_interval(&self) -> Duration {
+        Duration::from_secs(self.auth_resolve_interval_s)
     }
 
     pub fn ping_interval(&self) -> Duration {
@@ -153,12 +167,13 @@ mod tests {
         let config = Config::try_parse_from([
             "wsauth-gateway",
             "--auth-url",
-            "http://a:1,http://b:2",
+            "http://a:1,dns:///b:2",
             "--allowed-origins",
             "http://x,http://y",
         ])
         .expect("valid flags");
-        assert_eq!(config.auth_url, ["http://a:1", "http://b:2"]);
+        assert_eq!(config.auth_url, ["http://a:1", "dns:///b:2"]);
+        assert_eq!(config.auth_resolve_interval_s, 10);
         assert_eq!(config.allowed_origins, ["http://x", "http://y"]);
         assert_eq!(config.max_message_bytes, 65536);
         assert_eq!(config.send_queue_capacity, 256);
@@ -175,6 +190,18 @@ mod tests {
                 "3600",
             ),
             ("--ping-interval-s", "PING_INTERVAL_S", "0", "1"),
+            (
+                "--auth-resolve-interval-s",
+                "AUTH_RESOLVE_INTERVAL_S",
+                "0",
+                "1",
+            ),
+            (
+                "--auth-resolve-interval-s",
+                "AUTH_RESOLVE_INTERVAL_S",
+                "3601",
+                "3600",
+            ),
             ("--auth-timeout-s", "AUTH_TIMEOUT_S", "0", "1"),
             ("--auth-timeout-s", "AUTH_TIMEOUT_S", "3601", "3600"),
             ("--send-queue-capacity", "SEND_QUEUE_CAPACITY", "0", "1"),

@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth_client::{AuthClient, ClientConfigError};
+use crate::auth_client::{AuthClient, ClientConfigError, ClientSettings};
 pub use crate::config::Config;
 use crate::metrics::Metrics;
 pub use crate::routes::app;
@@ -69,12 +69,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let metrics = Metrics::default();
-    let auth = AuthClient::new(
-        &config.auth_url,
-        config.auth_api_key.as_ref(),
-        config.auth_call_timeout(),
-        metrics.clone(),
-    )?;
+    let auth = AuthClient::from_settings(ClientSettings::from_config(&config), metrics.clone())?;
     let state = AppState::new(&config, auth.clone(), metrics.clone());
     let cancel = state.shutdown.clone();
     let tracker = state.tracker.clone();

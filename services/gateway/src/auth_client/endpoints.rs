@@ -1,42 +1,75 @@
-//! Which auth endpoint a call goes to, and moving on to the next one when an
-//! endpoint fails, within the call's one deadline.
+//! The set of auth endpoints calls choose from, and how it changes.
 //!
-//! Balanced here rather than with `Channel::balance_list`: tower's balancer
-//! keeps picking an endpoint whose process died (its lazy reconnect reports
-//! ready), so one dead replica of two failed every other call. Here a call
-//! that fails at the transport moves on to the next endpoint within the same
-//! deadline, and the failed one is tried last for a short cooldown.
+//! Each `AUTH_URL` entry is a target: an `http(s)://` URL is one endpoint;
+//! a `dns:///host:port` name is one endpoint per address it resolves to,
+//! kept in step by [`super::discovery`]. Calls take a snapshot of the set, so
+//! a replica that leaves it (or whose channel is rebuilt) stops getting new
+//! calls while the ones it has finish on their own channel.
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::time::error::Elapsed;
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
 
-use super::{AuthCallError, AuthClient, ClientConfigError};
-use crate::metrics::AuthMethod;
+use super::ClientConfigError;
+use super::discovery::{Change, DnsName};
+use super::failover::attempt_budget;
 
 /// How long an endpoint that failed at the transport level is tried last.
 const ENDPOINT_COOLDOWN: Duration = Duration::from_secs(2);
-/// The least time one attempt gets, so a short remaining budget is not
-/// split into attempts too short to ever succeed.
-const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 
-/// The auth endpoints, each one lazily connected, multiplexed HTTP/2 channel.
+/// One auth endpoint: a lazily connected, multiplexed HTTP/2 channel.
+pub(super) struct Replica {
+    /// The URL, or the address a name resolved to: for logs.
+    pub label: String,
+    /// The resolved address, for endpoints found through DNS.
+    addr: Option<SocketAddr>,
+    pub channel: Channel,
+    /// Until when (ms since the set's epoch) it is tried last.
+    down_until: AtomicU64,
+}
+
+/// A snapshot of the set: what one call works with.
+pub(super) type Replicas = Arc<[Arc<Replica>]>;
+
+/// One `AUTH_URL` entry and the endpoints it stands for now.
+struct Target {
+    kind: TargetKind,
+    replicas: Vec<Arc<Replica>>,
+}
+
+enum TargetKind {
+    /// `http(s)://`: one channel (a host name in it is looked up on each connect).
+    Fixed(Endpoint),
+    /// `dns:`: one channel per address.
+    Dns(DnsName),
+}
+
+/// The auth endpoints.
 pub(super) struct Endpoints {
-    channels: Vec<Channel>,
+    /// The set new calls choose from.
+    current: watch::Sender<Replicas>,
+    /// What the set is built from (std Mutex: never held across an await).
+    targets: Mutex<Vec<Target>>,
+    call_timeout: Duration,
     next: AtomicUsize,
-    /// Per endpoint: until when (ms since `epoch`) it is tried last.
-    down_until: Vec<AtomicU64>,
     epoch: Instant,
 }
 
 impl Endpoints {
-    /// Builds a channel per URL without connecting: the gateway starts while
-    /// auth is down and connects on first use. Must run inside a tokio runtime.
-    pub(super) fn new(urls: &[String], call_timeout: Duration) -> Result<Self, ClientConfigError> {
+    /// Reads the `AUTH_URL` entries and builds a channel for each URL, without
+    /// connecting: the gateway starts while auth is down and connects on
+    /// first use. `dns:` names start with no endpoint (the names to follow
+    /// are returned, by target index). Must run inside a tokio runtime.
+    pub(super) fn new(
+        urls: &[String],
+        call_timeout: Duration,
+    ) -> Result<(Self, Vec<(usize, DnsName)>), ClientConfigError> {
         let urls: Vec<&str> = urls
             .iter()
             .map(|u| u.trim())
@@ -45,307 +78,282 @@ impl Endpoints {
         if urls.is_empty() {
             return Err(ClientConfigError::NoUrl);
         }
-        // A connect that takes longer than its share would starve the others.
-        let connect_timeout = attempt_budget(call_timeout, urls.len());
-        let mut channels = Vec::with_capacity(urls.len());
+        let mut kinds = Vec::with_capacity(urls.len());
+        let mut names = Vec::new();
         for url in urls {
+            if let Some(name) = DnsName::parse(url) {
+                let name = name?;
+                names.push((kinds.len(), name.clone()));
+                kinds.push(TargetKind::Dns(name));
+                continue;
+            }
             let endpoint = Endpoint::from_str(url).map_err(|source| ClientConfigError::BadUrl {
                 url: url.to_owned(),
                 source,
             })?;
-            let endpoint = endpoint
-                .connect_timeout(connect_timeout)
-                .tcp_nodelay(true)
-                // A dead auth must break the Subscribe stream promptly.
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .keep_alive_while_idle(true);
-            channels.push(endpoint);
+            kinds.push(TargetKind::Fixed(endpoint));
         }
-        Ok(Self {
-            down_until: channels.iter().map(|_| AtomicU64::new(0)).collect(),
-            channels: channels.into_iter().map(|e| e.connect_lazy()).collect(),
+        let endpoints = Self {
+            current: watch::Sender::new(Arc::from(Vec::new())),
+            targets: Mutex::new(Vec::new()),
+            call_timeout,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
+        };
+        let fixed = kinds
+            .iter()
+            .filter(|k| matches!(k, TargetKind::Fixed(_)))
+            .count();
+        let targets = kinds
+            .into_iter()
+            .map(|kind| {
+                let replicas = match &kind {
+                    TargetKind::Fixed(endpoint) => vec![endpoints.replica(
+                        endpoint.uri().to_string(),
+                        None,
+                        endpoint.clone(),
+                        fixed,
+                    )],
+                    TargetKind::Dns(_) => Vec::new(),
+                };
+                Target { kind, replicas }
+            })
+            .collect();
+        endpoints.publish(targets);
+        Ok((endpoints, names))
+    }
+
+    /// The one place channels are made: every call to auth goes through a
+    /// channel built here.
+    fn replica(
+        &self,
+        label: String,
+        addr: Option<SocketAddr>,
+        endpoint: Endpoint,
+        count: usize,
+    ) -> Arc<Replica> {
+        // A connect that takes longer than its share would starve the others.
+        let endpoint = endpoint
+            .connect_timeout(attempt_budget(self.call_timeout, count))
+            .tcp_nodelay(true)
+            // A dead auth must break the Subscribe stream promptly.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        Arc::new(Replica {
+            label,
+            addr,
+            channel: endpoint.connect_lazy(),
+            down_until: AtomicU64::new(0),
         })
+    }
+
+    /// Makes `targets` the set new calls choose from.
+    fn publish(&self, targets: Vec<Target>) {
+        let mut guard = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        *guard = targets;
+        self.publish_locked(&guard);
+    }
+
+    fn publish_locked(&self, targets: &[Target]) {
+        let set: Vec<Arc<Replica>> = targets
+            .iter()
+            .flat_map(|t| t.replicas.iter().cloned())
+            .collect();
+        self.current.send_replace(Arc::from(set));
+    }
+
+    /// Makes the endpoints of `dns:` target `target` the addresses `addrs`:
+    /// those already there keep their channel (and its connection), new ones
+    /// get one, the others leave the set. What changed.
+    pub(super) fn set_addresses(&self, target: usize, addrs: &BTreeSet<SocketAddr>) -> Change {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = targets.iter().map(|t| t.replicas.len()).sum();
+        let Some(Target {
+            kind: TargetKind::Dns(name),
+            replicas,
+        }) = targets.get_mut(target)
+        else {
+            return Change::default();
+        };
+        let count = total - replicas.len() + addrs.len();
+        let mut change = Change::default();
+        let mut kept = Vec::with_capacity(addrs.len());
+        for replica in replicas.drain(..) {
+            match replica.addr {
+                Some(addr) if addrs.contains(&addr) => kept.push(replica),
+                Some(addr) => change.removed.push(addr),
+                None => {}
+            }
+        }
+        for &addr in addrs {
+            if kept.iter().any(|r| r.addr == Some(addr)) {
+                continue;
+            }
+            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                .expect("http:// and a socket address make a valid URI");
+            let label = format!("{addr} ({name})");
+            kept.push(self.replica(label, Some(addr), endpoint, count));
+            change.added.push(addr);
+        }
+        kept.sort_by_key(|r| r.addr);
+        *replicas = kept;
+        if !change.is_empty() {
+            self.publish_locked(&targets);
+        }
+        change
+    }
+
+    /// The set now; when it is empty (no name resolved yet), waits for
+    /// endpoints up to `patience`.
+    pub(super) async fn snapshot(&self, patience: Duration) -> Replicas {
+        let mut changes = self.current.subscribe();
+        let wait = changes.wait_for(|set| !set.is_empty());
+        match tokio::time::timeout(patience, wait).await {
+            Ok(Ok(set)) => set.clone(),
+            _ => self.current.borrow().clone(),
+        }
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Endpoint indexes in the order to try: round-robin, cooling ones last.
-    fn order(&self) -> Vec<usize> {
-        let n = self.channels.len();
+    /// `set`'s endpoints in the order to try: round-robin, cooling ones last.
+    pub(super) fn order(&self, set: &Replicas) -> Vec<Arc<Replica>> {
+        let n = set.len();
+        if n == 0 {
+            return Vec::new();
+        }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let now = self.now_ms();
-        let (mut up, mut cooling): (Vec<usize>, Vec<usize>) = (0..n)
-            .map(|i| (start + i) % n)
-            .partition(|&i| self.down_until[i].load(Ordering::Relaxed) <= now);
+        let (mut up, mut cooling): (Vec<_>, Vec<_>) = (0..n)
+            .map(|i| Arc::clone(&set[(start + i) % n]))
+            .partition(|r| r.down_until.load(Ordering::Relaxed) <= now);
         up.append(&mut cooling);
         up
     }
 
-    fn mark_down(&self, index: usize) {
+    pub(super) fn mark_down(&self, replica: &Replica) {
         let until = self
             .now_ms()
             .saturating_add(ENDPOINT_COOLDOWN.as_millis() as u64);
-        self.down_until[index].store(until, Ordering::Relaxed);
+        replica.down_until.store(until, Ordering::Relaxed);
     }
-}
 
-/// The time one attempt may take: its fair share of what is left of the
-/// call's deadline, so an endpoint that accepts and never answers leaves
-/// time for the others.
-fn attempt_budget(remaining: Duration, endpoints_left: usize) -> Duration {
-    let share = remaining / u32::try_from(endpoints_left.max(1)).unwrap_or(u32::MAX);
-    share.max(MIN_ATTEMPT).min(remaining)
-}
-
-/// True when the call failed while connecting: the request never left, so
-/// any call, even a non-idempotent one, may go to another endpoint.
-fn is_connect_error(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = error.source();
+    /// The set now, for tests.
+    #[cfg(test)]
+    pub(super) fn current(&self) -> Replicas {
+        self.current.borrow().clone()
     }
-    false
-}
 
-/// A failed attempt: try the next endpoint, or give the caller this answer.
-enum Attempt<T> {
-    Answer(Result<T, Status>),
-    Next(Status),
-}
-
-/// Whether a call may be sent again to another endpoint once it may have
-/// reached auth. ValidateToken consumes the token: a second try after a
-/// first that may have consumed it would turn an outage (503) into a 401.
-fn resend_safe(method: AuthMethod) -> bool {
-    !matches!(method, AuthMethod::ValidateToken)
-}
-
-/// Decides what one attempt's outcome means for the call.
-fn judge<T>(method: AuthMethod, outcome: Result<Result<T, Status>, Elapsed>) -> Attempt<T> {
-    match outcome {
-        Ok(Err(status)) if is_connect_error(&status) => Attempt::Next(status),
-        Ok(Err(status)) if status.code() == Code::Unavailable && resend_safe(method) => {
-            Attempt::Next(status)
-        }
-        Ok(result) => Attempt::Answer(result),
-        Err(_) if resend_safe(method) => {
-            Attempt::Next(Status::unavailable("auth endpoint did not answer in time"))
-        }
-        Err(_) => Attempt::Answer(Err(Status::unavailable(
-            "auth endpoint did not answer in time",
-        ))),
+    /// Whether `replica` is being tried last, for tests.
+    #[cfg(test)]
+    pub(super) fn is_cooling(&self, replica: &Replica) -> bool {
+        replica.down_until.load(Ordering::Relaxed) > self.now_ms()
     }
-}
 
-impl AuthClient {
-    /// Runs one call under the deadline, each endpoint in turn getting its
-    /// share of what is left; an endpoint that fails at the transport or does
-    /// not answer in its share is marked down and the next one is tried
-    /// (unless the call may not be sent twice). Records the latency.
-    pub(super) async fn call<T, F, Fut>(
-        &self,
-        method: AuthMethod,
-        mut attempt: F,
-    ) -> Result<T, AuthCallError>
-    where
-        F: FnMut(Channel) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
-    {
-        let started = Instant::now();
-        let endpoints = &self.endpoints;
-        let order = endpoints.order();
-        let mut last = None;
-        let mut result = None;
-        for (tried, &index) in order.iter().enumerate() {
-            let remaining = self.timeout.saturating_sub(started.elapsed());
-            if remaining.is_zero() {
-                break;
-            }
-            let budget = attempt_budget(remaining, order.len() - tried);
-            let outcome =
-                tokio::time::timeout(budget, attempt(endpoints.channels[index].clone())).await;
-            match judge(method, outcome) {
-                Attempt::Answer(answer) => {
-                    if answer
-                        .as_ref()
-                        .is_err_and(|s| s.code() == Code::Unavailable)
-                    {
-                        endpoints.mark_down(index);
-                    }
-                    result = Some(answer);
-                    break;
-                }
-                Attempt::Next(status) => {
-                    tracing::debug!(
-                        endpoint = index,
-                        message = status.message(),
-                        "auth endpoint failed; trying the next"
-                    );
-                    endpoints.mark_down(index);
-                    last = Some(status);
-                }
-            }
-        }
-        self.metrics.auth_call(method, started.elapsed());
-        match result {
-            Some(Ok(response)) => Ok(response.into_inner()),
-            Some(Err(status)) => Err(status.into()),
-            None => Err(last
-                .map(AuthCallError::from)
-                .unwrap_or_else(|| AuthCallError::Unavailable("deadline exceeded".into()))),
-        }
+    #[cfg(test)]
+    pub(super) fn cool_off(&self, replica: &Replica) {
+        replica.down_until.store(0, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::metrics::Metrics;
 
-    #[test]
-    fn attempts_share_the_remaining_budget() {
-        let ms = Duration::from_millis;
-        assert_eq!(attempt_budget(ms(2000), 1), ms(2000));
-        assert_eq!(attempt_budget(ms(2000), 2), ms(1000));
-        assert_eq!(attempt_budget(ms(2000), 4), ms(500));
-        assert_eq!(attempt_budget(ms(150), 4), ms(100), "never below the floor");
-        assert_eq!(
-            attempt_budget(ms(50), 4),
-            ms(50),
-            "never above what is left"
-        );
-    }
-
-    fn client(urls: &[String], timeout_ms: u64) -> AuthClient {
-        AuthClient::new(
-            urls,
-            None,
-            Duration::from_millis(timeout_ms),
-            Metrics::default(),
-        )
-        .expect("valid urls")
-    }
-
-    /// Real peers that accept TCP connections and never answer: what a hung
-    /// auth replica looks like. Counts the connections each one accepted.
-    async fn silent_peers(n: usize) -> (Vec<String>, Vec<Arc<AtomicUsize>>) {
-        let mut urls = Vec::new();
-        let mut accepted = Vec::new();
-        for _ in 0..n {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            urls.push(format!("http://{}", listener.local_addr().expect("addr")));
-            let count = Arc::new(AtomicUsize::new(0));
-            accepted.push(Arc::clone(&count));
-            tokio::spawn(async move {
-                let mut held = Vec::new();
-                while let Ok((socket, _)) = listener.accept().await {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    held.push(socket);
-                }
-            });
-        }
-        (urls, accepted)
-    }
-
-    /// Addresses where nothing listens: every connect is refused.
-    fn refusing_urls(n: usize) -> Vec<String> {
-        (0..n)
-            .map(|_| {
-                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-                format!("http://{}", listener.local_addr().expect("addr"))
-            })
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn a_replica_that_never_answers_is_left_for_the_next_within_the_deadline() {
-        let (urls, accepted) = silent_peers(2).await;
-        let client = client(&urls, 600);
-        let started = Instant::now();
-        let error = client
-            .verify_jwt("a.b.c")
-            .await
-            .expect_err("nobody answers");
-        assert!(matches!(error, AuthCallError::Unavailable(_)), "{error:?}");
-        assert!(
-            started.elapsed() < Duration::from_millis(900),
-            "{:?}",
-            started.elapsed()
-        );
-        for count in &accepted {
-            assert_eq!(count.load(Ordering::SeqCst), 1, "every replica was tried");
-        }
-        let now = client.endpoints.now_ms();
-        for down in &client.endpoints.down_until {
-            assert!(down.load(Ordering::Relaxed) > now, "both marked down");
-        }
-    }
-
-    #[tokio::test]
-    async fn validate_token_is_not_sent_twice_once_it_may_have_reached_auth() {
-        let (urls, accepted) = silent_peers(2).await;
-        let client = client(&urls, 600);
-        let error = client.validate_token("token").await.expect_err("no answer");
-        assert!(matches!(error, AuthCallError::Unavailable(_)), "{error:?}");
-        let tried: usize = accepted.iter().map(|c| c.load(Ordering::SeqCst)).sum();
-        assert_eq!(tried, 1, "the token may be consumed: no second replica");
-        // The silent one is tried last from now on.
-        let silent = accepted
-            .iter()
-            .position(|c| c.load(Ordering::SeqCst) == 1)
-            .expect("one tried");
-        assert_eq!(client.endpoints.order().last(), Some(&silent));
-    }
-
-    #[tokio::test]
-    async fn validate_token_moves_on_when_the_connection_is_refused() {
-        let (mut urls, accepted) = silent_peers(1).await;
-        urls.insert(0, refusing_urls(1).remove(0));
-        let client = client(&urls, 600);
-        let _ = client.validate_token("token").await;
-        assert_eq!(
-            accepted[0].load(Ordering::SeqCst),
-            1,
-            "a refused connect never sent the request: the next replica is tried"
-        );
+    fn labels(replicas: &[Arc<Replica>]) -> Vec<String> {
+        replicas.iter().map(|r| r.label.clone()).collect()
     }
 
     #[tokio::test]
     async fn endpoints_rotate_and_a_failed_one_is_tried_last_while_cooling() {
         let urls: Vec<String> = (1..=3).map(|p| format!("http://127.0.0.1:{p}")).collect();
-        let client = client(&urls, 100);
-        let endpoints = &client.endpoints;
-        assert_eq!(endpoints.order(), [0, 1, 2]);
-        assert_eq!(endpoints.order(), [1, 2, 0]);
-        endpoints.mark_down(2);
-        assert_eq!(endpoints.order(), [0, 1, 2]);
-        assert_eq!(endpoints.order(), [0, 1, 2], "2 stays last while cooling");
-        endpoints.down_until[2].store(0, Ordering::Relaxed);
-        assert_eq!(endpoints.order(), [1, 2, 0]);
+        let (endpoints, names) = Endpoints::new(&urls, Duration::from_millis(100)).expect("valid");
+        assert!(names.is_empty());
+        let set = endpoints.current();
+        let url = |p: u16| format!("http://127.0.0.1:{p}/");
+        assert_eq!(labels(&endpoints.order(&set)), [url(1), url(2), url(3)]);
+        assert_eq!(labels(&endpoints.order(&set)), [url(2), url(3), url(1)]);
+        endpoints.mark_down(&set[2]);
+        assert_eq!(labels(&endpoints.order(&set)), [url(1), url(2), url(3)]);
+        assert_eq!(
+            labels(&endpoints.order(&set)),
+            [url(1), url(2), url(3)],
+            "3 stays last"
+        );
+        endpoints.cool_off(&set[2]);
+        assert_eq!(labels(&endpoints.order(&set)), [url(2), url(3), url(1)]);
     }
 
     #[tokio::test]
-    async fn with_every_endpoint_down_a_call_is_unavailable_within_the_deadline() {
-        for urls in [refusing_urls(1), refusing_urls(2)] {
-            let client = client(&urls, 500);
-            let started = Instant::now();
-            let error = client.verify_jwt("x").await.expect_err("all down");
-            assert!(matches!(error, AuthCallError::Unavailable(_)), "{error:?}");
-            let error = client.validate_token("t").await.expect_err("all down");
-            assert!(matches!(error, AuthCallError::Unavailable(_)), "{error:?}");
-            assert!(started.elapsed() < Duration::from_secs(3));
-        }
+    async fn a_name_adds_and_removes_endpoints_keeping_the_unchanged_ones() {
+        let urls = vec![
+            "http://127.0.0.1:1".to_owned(),
+            "dns:///auth.test:50051".to_owned(),
+        ];
+        let (endpoints, names) = Endpoints::new(&urls, Duration::from_millis(100)).expect("valid");
+        assert_eq!(names.len(), 1);
+        assert_eq!(names[0].0, 1, "the name is the second target");
+        assert_eq!(endpoints.current().len(), 1, "the name has no address yet");
+
+        let addr = |last: u8| SocketAddr::from(([127, 0, 0, last], 50051));
+        let change = endpoints.set_addresses(1, &[addr(2), addr(3)].into());
+        assert_eq!((change.added.len(), change.removed.len()), (2, 0));
+        let before = endpoints.current();
+        let name = "(dns:///auth.test:50051)";
+        assert_eq!(
+            labels(&before)[1..],
+            [
+                format!("127.0.0.2:50051 {name}"),
+                format!("127.0.0.3:50051 {name}")
+            ]
+        );
+
+        assert!(
+            endpoints
+                .set_addresses(1, &[addr(2), addr(3)].into())
+                .is_empty()
+        );
+        let change = endpoints.set_addresses(1, &[addr(3), addr(4)].into());
+        assert_eq!(change.added, [addr(4)]);
+        assert_eq!(change.removed, [addr(2)]);
+        let after = endpoints.current();
+        assert_eq!(
+            labels(&after)[1..],
+            [
+                format!("127.0.0.3:50051 {name}"),
+                format!("127.0.0.4:50051 {name}")
+            ]
+        );
+        assert!(
+            Arc::ptr_eq(&before[2], &after[1]),
+            "127.0.0.3 kept its channel"
+        );
+        assert!(Arc::ptr_eq(&before[0], &after[0]), "the URL is untouched");
+        // A snapshot taken before still holds the removed replica.
+        assert_eq!(before[1].addr, Some(addr(2)));
+        // A URL target is not a name.
+        assert!(endpoints.set_addresses(0, &[addr(9)].into()).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waits_for_the_first_resolution_within_its_patience() {
+        let urls = vec!["dns:///auth.test:1".to_owned()];
+        let (endpoints, _) = Endpoints::new(&urls, Duration::from_millis(100)).expect("valid");
+        let endpoints = Arc::new(endpoints);
+        assert!(
+            endpoints
+                .snapshot(Duration::from_millis(50))
+                .await
+                .is_empty()
+        );
+        let resolver = Arc::clone(&endpoints);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            resolver.set_addresses(0, &[SocketAddr::from(([127, 0, 0, 1], 1))].into());
+        });
+        assert_eq!(endpoints.snapshot(Duration::from_secs(1)).await.len(), 1);
     }
 }
