@@ -14,6 +14,7 @@
 //! - `revocation`: RevokeUser and RevokeJwt;
 //! - `presence`: AdminService's ListGateways and Presence across replicas, a killed gateway;
 //! - `failover`: an auth replica that accepts and never answers;
+//! - `discovery`: `AUTH_URL=dns:///localhost:PORT` through the system resolver;
 //! - `faults`: auth or Redis going away;
 //! - `shutdown`: SIGTERM;
 //! - `browser`: the browser client in headless Chromium (tests/browser).
@@ -22,6 +23,7 @@
 mod backpressure;
 mod browser;
 mod delivery;
+mod discovery;
 mod failover;
 mod faults;
 mod handshake;

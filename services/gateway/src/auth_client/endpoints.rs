@@ -45,7 +45,7 @@ struct Target {
 
 enum TargetKind {
     /// `http(s)://`: one channel (a host name in it is looked up on each connect).
-    Fixed(Endpoint),
+    Fixed(Box<Endpoint>),
     /// `dns:`: one channel per address.
     Dns(DnsName),
 }
@@ -91,7 +91,7 @@ impl Endpoints {
                 url: url.to_owned(),
                 source,
             })?;
-            kinds.push(TargetKind::Fixed(endpoint));
+            kinds.push(TargetKind::Fixed(Box::new(endpoint)));
         }
         let endpoints = Self {
             current: watch::Sender::new(Arc::from(Vec::new())),
@@ -111,7 +111,7 @@ impl Endpoints {
                     TargetKind::Fixed(endpoint) => vec![endpoints.replica(
                         endpoint.uri().to_string(),
                         None,
-                        endpoint.clone(),
+                        Endpoint::clone(endpoint),
                         fixed,
                     )],
                     TargetKind::Dns(_) => Vec::new(),
