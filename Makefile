@@ -9,11 +9,16 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # gateway processes; a few at a time keeps a 2-core machine responsive.
 TEST_THREADS ?= 4
 
-.PHONY: run setup tools test test-setup-fresh test-js build bench bench-micro jwt fmt lint clean
+.PHONY: run cluster setup tools test test-setup-fresh test-js build bench bench-micro jwt fmt lint clean
 
 ## run: the whole stack locally (redis-server when on PATH, else the embedded store; auth; one gateway)
 run:
 	@bash deploy/run-local.sh
+
+## cluster: redis-server, 2 auth and 3 gateways on loopback behind HAProxy (installed from Debian's
+## packages when missing); clients use http://127.0.0.1:8090 (CLUSTER_PORT); Ctrl-C stops all (deploy/cluster.sh)
+cluster:
+	@bash deploy/cluster.sh
 
 ## setup: what the tests need (redis-server, grpcurl in .tools/, the browser tests' npm packages and chromium)
 setup:
