@@ -2,7 +2,9 @@
 //! - [`event_id`]: the one event id parser, with auth's rules;
 //! - [`proto`]: the generated `wsauth.v1` messages, clients and servers, and
 //!   the descriptor set that auth serves through reflection;
-//! - [`telemetry`]: tracing set up from `RUST_LOG` and `LOG_FORMAT`;
+//! - [`telemetry`]: tracing set up from `RUST_LOG` and `LOG_FORMAT`, and spans
+//!   exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set;
+//! - [`trace_context`]: W3C `traceparent` in from HTTP headers, out into gRPC metadata;
 //! - [`shutdown`]: one future for SIGTERM or Ctrl-C;
 //! - [`tls`]: rustls server configs from PEM files, reloaded when they change.
 //! - [`limits`]: the contract's credential and id sizes;
@@ -18,3 +20,4 @@ pub mod proto;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod trace_context;

@@ -15,6 +15,7 @@
 //! - `presence`: AdminService's ListGateways and Presence across replicas, a killed gateway;
 //! - `failover`: an auth replica that accepts and never answers;
 //! - `discovery`: `AUTH_URL=dns:///localhost:PORT` through the system resolver;
+//! - `otel`: one handshake is one OTLP trace across the gateway and auth;
 //! - `faults`: auth or Redis going away;
 //! - `shutdown`: SIGTERM;
 //! - `browser`: the browser client in headless Chromium (tests/browser);
@@ -32,6 +33,7 @@ mod handshake;
 mod limits;
 mod memory;
 mod metrics;
+mod otel;
 mod presence;
 mod revocation;
 mod session;

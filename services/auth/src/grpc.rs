@@ -9,11 +9,13 @@ pub mod admin_service;
 pub mod auth_service;
 pub mod broadcast_service;
 pub mod gate;
+pub mod trace;
 
 pub use admin_service::AdminGrpc;
 pub use auth_service::AuthGrpc;
 pub use broadcast_service::BroadcastGrpc;
 pub use gate::GateLayer;
+pub use trace::TraceLayer;
 
 use wsauth_shared::limits::{MAX_CREDENTIAL_BYTES, MAX_ID_BYTES};
 

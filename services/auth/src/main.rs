@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{jwt}");
         return Ok(());
     }
-    telemetry::init(config.log_format);
+    let telemetry = telemetry::init_service(config.log_format, "wsauth-auth")?;
     if let Some(secret) = &config.jwt_hs256_secret
         && secret.expose_secret().len() < 32
     {
@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.auth_listen))?;
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(addr = %addr, "listening");
-    wsauth_auth::run(config, listener, shutdown).await?;
-    Ok(())
+    let served = wsauth_auth::run(config, listener, shutdown).await;
+    telemetry.shutdown().await;
+    Ok(served?)
 }

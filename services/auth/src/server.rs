@@ -23,7 +23,7 @@ use crate::authority::Authority;
 use crate::caller::CallerKeys;
 use crate::config::Config;
 use crate::events::Events;
-use crate::grpc::{AdminGrpc, AuthGrpc, BroadcastGrpc, GateLayer};
+use crate::grpc::{AdminGrpc, AuthGrpc, BroadcastGrpc, GateLayer, TraceLayer};
 use crate::jwt::{JwtConfigError, JwtVerifier};
 use crate::metrics::{self, AuthMetrics, GrpcMetricsLayer, MeteredStore};
 use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
@@ -202,6 +202,8 @@ pub async fn run(
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Outermost: the caller's trace covers everything below.
+        .layer(TraceLayer)
         // Outside the gate, so refused calls are counted too.
         .layer(GrpcMetricsLayer::new(metrics))
         // The key check and the deadline run before any routing or decoding.

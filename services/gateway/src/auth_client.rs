@@ -26,6 +26,7 @@ use wsauth_shared::proto::{
     self, admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
     broadcast_service_client::BroadcastServiceClient,
 };
+use wsauth_shared::trace_context;
 
 pub use self::decode::{EventStream, Incoming, Unreadable};
 use self::decode::{HistoryPage, timestamp};
@@ -132,6 +133,7 @@ impl AuthClient {
                 .metadata_mut()
                 .insert("authorization", value.clone());
         }
+        trace_context::inject(request.metadata_mut());
         request
     }
 

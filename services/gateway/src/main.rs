@@ -9,7 +9,7 @@ use wsauth_shared::telemetry;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(config.log_format);
+    let telemetry = telemetry::init_service(config.log_format, "wsauth-gateway")?;
     // Handlers installed before "listening" is logged: a SIGTERM sent as soon
     // as the harness sees that line must shut down gracefully, not kill.
     let mut shutdown = Box::pin(wsauth_shared::shutdown::signal());
@@ -21,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind {}", config.gateway_listen))?;
     let local_addr = listener.local_addr().context("no local address")?;
     tracing::info!(addr = %local_addr, "listening");
-    wsauth_gateway::run(config, listener, shutdown).await?;
-    Ok(())
+    let served = wsauth_gateway::run(config, listener, shutdown).await;
+    telemetry.shutdown().await;
+    Ok(served?)
 }

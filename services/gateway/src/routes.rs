@@ -12,6 +12,8 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{Html, Response};
 use axum::routing::get;
+use tracing::Instrument as _;
+use wsauth_shared::trace_context;
 
 use crate::error::HttpError;
 use crate::metrics::{Refusal, Route};
@@ -34,9 +36,17 @@ pub fn app(state: AppState) -> Router {
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
                     cors::allow_origin,
-                )),
+                ))
+                .layer(middleware::from_fn(|request, next| {
+                    continue_trace("/token/ws", request, next)
+                })),
         )
-        .route("/ws", get(ws::upgrade))
+        .route(
+            "/ws",
+            get(ws::upgrade).layer(middleware::from_fn(|request, next| {
+                continue_trace("/ws", request, next)
+            })),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -47,6 +57,19 @@ pub fn app(state: AppState) -> Router {
             count_refusals,
         ))
         .with_state(state)
+}
+
+/// The handshake's requests continue the client's W3C `traceparent` (or
+/// start a trace); the auth calls they make carry it on, and a session
+/// spawned by `/ws` is a child of its upgrade. Named by the route, never the
+/// URI: `/ws`'s query holds a credential.
+async fn continue_trace(route: &'static str, request: Request, next: Next) -> Response {
+    if !trace_context::is_exporting() {
+        return next.run(request).await;
+    }
+    let name = format!("{} {route}", request.method());
+    let span = trace_context::server_span(&name, request.headers());
+    next.run(request).instrument(span).await
 }
 
 /// The one place refusals are counted: every [`HttpError`] response carries

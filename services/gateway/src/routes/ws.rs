@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::Instrument as _;
 use wsauth_shared::limits::MAX_CREDENTIAL_BYTES;
+use wsauth_shared::trace_context;
 
 use crate::error::HttpError;
 use crate::session;
@@ -69,7 +70,10 @@ pub async fn upgrade(
         // Write each frame straight out: the session flushes every send anyway.
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES);
-    let span = tracing::info_span!("session", conn_id, user_id = %user_id);
+    // Not a tracing child of the upgrade request: that would keep the
+    // request's span open for the connection's whole life.
+    let span = tracing::info_span!(parent: None, "session", conn_id, user_id = %user_id);
+    trace_context::continue_current_trace(&span);
     let tracker = state.tracker.clone();
     tracker.spawn(
         async move {
