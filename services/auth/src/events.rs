@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::error::AuthError;
-use crate::event::{Event, EventId, NewEvent, event_bytes};
+use crate::error::{AuthError, StoreError};
+use crate::event::{Event, EventId, NewEvent, StreamSeq, event_bytes};
 use crate::store::{Live, Store};
 
 /// How many events one store read returns, for History and Subscribe catch-up.
@@ -20,6 +20,25 @@ pub const HISTORY_MAX: usize = 1000;
 /// The most data one History reply carries (beyond its first event), well
 /// under the gRPC 4 MiB message limit: a caller pages on from the last id.
 pub const HISTORY_MAX_BYTES: usize = 3 * 1024 * 1024;
+
+/// Where a read of the stream starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Strictly after this id, which must still be retained in the current epoch.
+    After(EventId),
+    /// At the oldest retained event of the current epoch, whatever came
+    /// before: for a reader whose position is gone (a gap it was told of).
+    Oldest,
+}
+
+/// The first chunk of a read from the oldest retained event.
+struct Oldest {
+    /// Where the next read continues: the chunk's last event, or the
+    /// epoch's last id when nothing is retained.
+    cursor: EventId,
+    events: Vec<Event>,
+    complete: bool,
+}
 
 /// The read side of the stream: History and resumable subscriptions.
 #[derive(Clone)]
@@ -38,21 +57,31 @@ impl Events {
         Ok(self.store.append(event).await?)
     }
 
-    /// The retained events after `after` meant for everyone or for `user_id`, oldest first.
+    /// The retained events from `start` meant for everyone or for `user_id`, oldest first.
     pub async fn history(
         &self,
-        after: &EventId,
+        start: &Start,
         user_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Event>, AuthError> {
         let limit = limit.clamp(1, HISTORY_MAX);
-        let mut cursor = after.clone();
+        let (mut cursor, mut first) = match start {
+            Start::After(after) => (after.clone(), None),
+            Start::Oldest => match self.read_oldest().await? {
+                None => return Ok(Vec::new()),
+                Some(oldest) => (oldest.cursor, Some((oldest.events, oldest.complete))),
+            },
+        };
         let mut out = Vec::new();
         let mut bytes = 0;
         loop {
-            let (chunk, complete) = self
-                .read_checked(&cursor, READ_CHUNK, READ_CHUNK_BYTES)
-                .await?;
+            let (chunk, complete) = match first.take() {
+                Some(first) => first,
+                None => {
+                    self.read_checked(&cursor, READ_CHUNK, READ_CHUNK_BYTES)
+                        .await?
+                }
+            };
             if let Some(last) = chunk.last() {
                 cursor = last.id.clone();
             }
@@ -74,9 +103,9 @@ impl Events {
         }
     }
 
-    /// A subscription to every event: first the retained ones after `after`
+    /// A subscription to every event: first the retained ones from `start`
     /// (when given), then live ones, with no gap and no duplicate between them.
-    pub async fn subscribe(&self, after: Option<EventId>) -> Result<Subscription, AuthError> {
+    pub async fn subscribe(&self, start: Option<Start>) -> Result<Subscription, AuthError> {
         // Subscribe to the live fan-out *before* reading history: whatever is
         // appended after the read shows up here, and duplicates are skipped by id.
         let live = self.store.live()?;
@@ -84,14 +113,67 @@ impl Events {
             events: self.clone(),
             live,
             pending: VecDeque::new(),
-            catching_up: after.is_some(),
-            cursor: after,
+            catching_up: false,
+            cursor: None,
         };
-        // Judge `after` now, so a stale id fails the call rather than the stream.
-        if subscription.catching_up {
-            subscription.fill().await?;
+        match start {
+            None => {}
+            Some(Start::After(after)) => {
+                subscription.cursor = Some(after);
+                subscription.catching_up = true;
+                // Judge `after` now, so a stale id fails the call rather than the stream.
+                subscription.fill().await?;
+            }
+            // An empty stream leaves no cursor: the next epoch's events are
+            // all new to this subscriber, so crossing into it loses nothing.
+            Some(Start::Oldest) => {
+                if let Some(oldest) = self.read_oldest().await? {
+                    subscription.cursor = Some(oldest.cursor);
+                    subscription.catching_up = !oldest.complete;
+                    subscription.pending = oldest.events.into_iter().map(Arc::new).collect();
+                }
+            }
         }
         Ok(subscription)
+    }
+
+    /// The first chunk of the current epoch from its oldest retained event;
+    /// `None` when there is no stream. The store reads by position within an
+    /// epoch, so the epoch is learnt first with a one-event read, and the
+    /// read is retried should the epoch change in between.
+    async fn read_oldest(&self) -> Result<Option<Oldest>, AuthError> {
+        let mut epoch: Option<Box<str>> = None;
+        for _ in 0..3 {
+            let at = EventId {
+                epoch: epoch.clone().unwrap_or_default(),
+                seq: StreamSeq::default(),
+            };
+            let (count, max_bytes) = match epoch {
+                None => (1, 1),
+                Some(_) => (READ_CHUNK, READ_CHUNK_BYTES),
+            };
+            let chunk = self.store.read_after(&at, count, max_bytes).await?;
+            let Some(current) = chunk.epoch else {
+                return Ok(None);
+            };
+            if epoch.as_deref() != Some(current.as_str()) {
+                epoch = Some(current.into());
+                continue;
+            }
+            let cursor = chunk.events.last().map_or_else(
+                || EventId {
+                    epoch: at.epoch.clone(),
+                    seq: chunk.last,
+                },
+                |last| last.id.clone(),
+            );
+            return Ok(Some(Oldest {
+                cursor,
+                events: chunk.events,
+                complete: chunk.complete,
+            }));
+        }
+        Err(StoreError::Unavailable("the stream epoch kept changing during a read".into()).into())
     }
 
     /// Reads after `after`, refusing ids of another epoch, older than

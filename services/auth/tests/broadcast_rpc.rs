@@ -31,6 +31,15 @@ fn history(after_id: &str, user_id: Option<&str>, limit: Option<u32>) -> History
         after_id: after_id.into(),
         user_id: user_id.map(str::to_owned),
         limit,
+        from_oldest: false,
+    }
+}
+
+/// History from the oldest retained event of the current epoch.
+fn history_oldest(user_id: Option<&str>, limit: Option<u32>) -> HistoryRequest {
+    HistoryRequest {
+        from_oldest: true,
+        ..history("", user_id, limit)
     }
 }
 
@@ -38,10 +47,34 @@ async fn subscribe(
     client: &mut Client,
     after_id: Option<&str>,
 ) -> Result<Streaming<Event>, tonic::Status> {
-    let request = SubscribeRequest {
-        gateway_id: "gw-test".into(),
-        after_id: after_id.map(str::to_owned),
-    };
+    open(
+        client,
+        SubscribeRequest {
+            gateway_id: "gw-test".into(),
+            after_id: after_id.map(str::to_owned),
+            from_oldest: false,
+        },
+    )
+    .await
+}
+
+/// Subscribe from the oldest retained event of the current epoch.
+async fn subscribe_oldest(client: &mut Client) -> Result<Streaming<Event>, tonic::Status> {
+    open(
+        client,
+        SubscribeRequest {
+            gateway_id: "gw-test".into(),
+            after_id: None,
+            from_oldest: true,
+        },
+    )
+    .await
+}
+
+async fn open(
+    client: &mut Client,
+    request: SubscribeRequest,
+) -> Result<Streaming<Event>, tonic::Status> {
     let mut request = req(request, Some(INTERNAL_KEY));
     // A stream, not a unary call: no overall deadline on it.
     request.metadata_mut().remove("grpc-timeout");
@@ -136,6 +169,7 @@ async fn broadcast_rpcs_check_keys_and_arguments() {
     let sub = SubscribeRequest {
         gateway_id: "g".into(),
         after_id: None,
+        from_oldest: false,
     };
     assert_code(
         call(client.subscribe(req(sub, Some("bad"))))
@@ -176,16 +210,77 @@ async fn broadcast_rpcs_check_keys_and_arguments() {
         call(client.history(req(history(&"a".repeat(257), None, None), k))).await,
         Code::InvalidArgument,
     );
-    for (gateway, after) in [("", None), (&*"g".repeat(257), None), ("g", Some("bad-id"))] {
+    // after_id and from_oldest are two ways to say where to start: not both.
+    let both = HistoryRequest {
+        from_oldest: true,
+        ..history(&id, None, None)
+    };
+    assert_code(
+        call(client.history(req(both, k))).await,
+        Code::InvalidArgument,
+    );
+    let cases = [
+        ("", None, false),
+        (&*"g".repeat(257), None, false),
+        ("g", Some("bad-id"), false),
+        ("g", Some(id.as_str()), true),
+    ];
+    for (gateway, after, from_oldest) in cases {
         let sub = SubscribeRequest {
             gateway_id: gateway.into(),
             after_id: after.map(str::to_owned),
+            from_oldest,
         };
         assert_code(
             call(client.subscribe(req(sub, k))).await.map(|_| ()),
             Code::InvalidArgument,
         );
     }
+}
+
+/// From the oldest: History and Subscribe start at the stream's first
+/// retained event (whatever id came before it), then page and go live.
+async fn from_oldest_reads_the_whole_retained_stream(redis_url: Option<String>) {
+    let auth = TestAuth::spawn(config(redis_url)).await;
+    let mut client = auth.broadcast_client().await;
+    let empty = call(client.history(req(history_oldest(None, None), Some(INTERNAL_KEY))))
+        .await
+        .expect("history of a stream not created yet");
+    assert!(empty.events.is_empty());
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let user = (i == 1).then_some("ann");
+        ids.push(publish(&mut client, &format!("old{i}"), user).await);
+    }
+    let all = call(client.history(req(history_oldest(Some("ann"), None), Some(INTERNAL_KEY))))
+        .await
+        .expect("history from the oldest");
+    assert_eq!(data(&all.events), ["old0", "old1", "old2", "old3", "old4"]);
+    let page = call(client.history(req(history_oldest(None, Some(2)), Some(INTERNAL_KEY))))
+        .await
+        .expect("history from the oldest");
+    assert_eq!(
+        data(&page.events),
+        ["old0", "old2"],
+        "a page, without ann's"
+    );
+    let mut stream = subscribe_oldest(&mut client).await.expect("subscribe");
+    for id in &ids {
+        assert_eq!(&next(&mut stream).await.expect("event").id, id);
+    }
+    let live = publish(&mut client, "live", None).await;
+    assert_eq!(next(&mut stream).await.expect("event").id, live);
+}
+
+#[tokio::test]
+async fn from_oldest_reads_the_whole_retained_stream_with_redis() {
+    let redis = TestRedis::spawn();
+    from_oldest_reads_the_whole_retained_stream(Some(redis.url())).await;
+}
+
+#[tokio::test]
+async fn from_oldest_reads_the_whole_retained_stream_in_memory() {
+    from_oldest_reads_the_whole_retained_stream(None).await;
 }
 
 async fn subscription_sees_live_events_in_order(redis_url: Option<String>) {
@@ -286,6 +381,16 @@ async fn ids_older_than_retention_are_out_of_range() {
         subscribe(&mut client, Some(&first)).await.map(|_| ()),
         Code::OutOfRange,
     );
+    // What a caller refused so can still get: from the oldest retained one.
+    let oldest = call(client.history(req(history_oldest(None, Some(1)), Some(INTERNAL_KEY))))
+        .await
+        .expect("history from the oldest");
+    let [oldest] = &oldest.events[..] else {
+        panic!("one event: {:?}", oldest.events);
+    };
+    assert_ne!(oldest.id, first, "the first event was trimmed");
+    let mut stream = subscribe_oldest(&mut client).await.expect("subscribe");
+    assert_eq!(next(&mut stream).await.expect("event").id, oldest.id);
 }
 
 #[tokio::test]
@@ -363,6 +468,17 @@ async fn a_new_epoch_after_redis_loses_the_stream_is_out_of_range_for_old_ids() 
             .collect::<Vec<_>>(),
         [newer.as_str()]
     );
+    // The new epoch from its start, for a subscriber that lost its position.
+    let ids = |events: &[Event]| events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    let oldest = call(client.history(req(history_oldest(None, None), Some(INTERNAL_KEY))))
+        .await
+        .expect("history from the oldest");
+    assert_eq!(ids(&oldest.events), [new.clone(), newer.clone()]);
+    let mut stream = subscribe_oldest(&mut client).await.expect("subscribe");
+    assert_eq!(next(&mut stream).await.expect("event").id, new);
+    assert_eq!(next(&mut stream).await.expect("event").id, newer);
+    let live = publish(&mut client, "live", None).await;
+    assert_eq!(next(&mut stream).await.expect("event").id, live);
 }
 
 #[tokio::test]

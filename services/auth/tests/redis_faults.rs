@@ -134,6 +134,7 @@ async fn broadcast_health_and_subscribe_follow_the_stream_reader() {
     let subscribe = || SubscribeRequest {
         gateway_id: "gw".into(),
         after_id: None,
+        from_oldest: false,
     };
     let mut request = req(subscribe(), Some(INTERNAL_KEY));
     request.metadata_mut().remove("grpc-timeout");
@@ -269,6 +270,7 @@ async fn a_frozen_redis_gives_unavailable_within_the_deadline() {
                 after_id: first,
                 user_id: None,
                 limit: None,
+                from_oldest: false,
             },
             Some(INTERNAL_KEY),
         )))

@@ -18,7 +18,7 @@ use super::{MAX_ID_BYTES, check, check_user_id, timestamp};
 use crate::caller::{Caller, Role};
 use crate::error::AuthError;
 use crate::event::{Event, EventId, EventKind, NewEvent};
-use crate::events::{Events, HISTORY_MAX, Subscription};
+use crate::events::{Events, HISTORY_MAX, Start, Subscription};
 
 /// Events buffered per subscriber between its producer task and the transport.
 const SUBSCRIBER_QUEUE: usize = 256;
@@ -117,7 +117,17 @@ impl BroadcastService for BroadcastGrpc {
     ) -> Result<Response<HistoryResponse>, Status> {
         Caller::of(&request).require(Role::Internal)?;
         let request = request.into_inner();
-        let after = parse_event_id(&request.after_id)?;
+        let start = if request.from_oldest {
+            if !request.after_id.is_empty() {
+                return Err(AuthError::InvalidArgument(
+                    "after_id and from_oldest exclude each other",
+                )
+                .into());
+            }
+            Start::Oldest
+        } else {
+            Start::After(parse_event_id(&request.after_id)?)
+        };
         if let Some(user_id) = &request.user_id {
             check_user_id(user_id)?;
         }
@@ -128,7 +138,7 @@ impl BroadcastService for BroadcastGrpc {
         };
         let events = self
             .events
-            .history(&after, request.user_id.as_deref(), limit)
+            .history(&start, request.user_id.as_deref(), limit)
             .await?;
         Ok(Response::new(HistoryResponse {
             events: events.iter().map(to_proto).collect(),
@@ -150,13 +160,24 @@ impl BroadcastService for BroadcastGrpc {
             "gateway_id is empty",
             "gateway_id is longer than 256 bytes",
         )?;
-        let after = request
-            .after_id
-            .as_deref()
-            .map(parse_event_id)
-            .transpose()?;
-        let subscription = self.events.subscribe(after.clone()).await?;
-        tracing::info!(%gateway_id, after_id = ?after.map(|id| id.to_string()), "subscriber joined");
+        let start = match (request.after_id.as_deref(), request.from_oldest) {
+            (Some(_), true) => {
+                return Err(AuthError::InvalidArgument(
+                    "after_id and from_oldest exclude each other",
+                )
+                .into());
+            }
+            (Some(after), false) => Some(Start::After(parse_event_id(after)?)),
+            (None, true) => Some(Start::Oldest),
+            (None, false) => None,
+        };
+        let after_id = match &start {
+            None => None,
+            Some(Start::After(after)) => Some(after.to_string()),
+            Some(Start::Oldest) => Some("oldest".to_owned()),
+        };
+        let subscription = self.events.subscribe(start).await?;
+        tracing::info!(%gateway_id, ?after_id, "subscriber joined");
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         self.tasks
             .spawn(forward(subscription, tx, self.shutdown.clone(), gateway_id));
