@@ -354,6 +354,7 @@ async fn history_returns_what_a_user_missed_oldest_first() {
         after_id: start,
         user_id: Some("alice".into()),
         limit: None,
+        from_oldest: false,
     };
     let events = client
         .history(request)
@@ -409,6 +410,7 @@ async fn subscribe_and_history_refuse_an_after_id_of_another_epoch_with_out_of_r
         after_id: foreign.clone(),
         user_id: None,
         limit: None,
+        from_oldest: false,
     };
     let status = client
         .history(history)
@@ -423,6 +425,7 @@ async fn subscribe_and_history_refuse_an_after_id_of_another_epoch_with_out_of_r
     let subscribe = wsauth_shared::proto::SubscribeRequest {
         gateway_id: "e2e".into(),
         after_id: Some(foreign),
+        from_oldest: false,
     };
     let status = match client.subscribe(subscribe).await {
         Err(status) => status,

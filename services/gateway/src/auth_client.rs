@@ -34,7 +34,7 @@ pub use self::discovery::{Resolve, SystemResolver};
 use self::endpoints::Endpoints;
 pub use self::error::{AuthCallError, ErrorKind};
 pub use self::settings::{ClientConfigError, ClientSettings};
-use crate::event::{Event, EventId};
+use crate::event::{Event, EventId, Start};
 use crate::metrics::{AuthMethod, Metrics};
 
 /// Events asked for per History call: small answers, well under the
@@ -238,12 +238,12 @@ impl AuthClient {
         })
     }
 
-    /// One History call: at most `limit` retained events after `after_id` for
+    /// One History call: at most `limit` retained events from `start` for
     /// everyone or `user_id`, oldest first. An answer over the decoding limit
     /// is asked for again in smaller pages.
     async fn history_page(
         &self,
-        after_id: &EventId,
+        start: Start<'_>,
         user_id: &str,
         limit: u32,
     ) -> Result<HistoryPage, AuthCallError> {
@@ -253,9 +253,13 @@ impl AuthClient {
                 .call(AuthMethod::History, |channel| {
                     let request = self.request(
                         proto::HistoryRequest {
-                            after_id: after_id.to_string(),
+                            after_id: match start {
+                                Start::After(after_id) => after_id.to_string(),
+                                Start::Oldest => String::new(),
+                            },
                             user_id: Some(user_id.to_owned()),
                             limit: Some(limit),
+                            from_oldest: start == Start::Oldest,
                         },
                         true,
                     );
@@ -277,40 +281,44 @@ impl AuthClient {
         }
     }
 
-    /// The retained events after `after_id` for everyone or `user_id`, oldest
+    /// The retained events from `start` for everyone or `user_id`, oldest
     /// first: up to 1000 (auth's default page), gathered from small History
     /// calls so no one answer is large. Unreadable events are left out.
     pub async fn history(
         &self,
-        after_id: &EventId,
+        start: Start<'_>,
         user_id: &str,
     ) -> Result<Vec<Event>, AuthCallError> {
         let mut events = Vec::new();
-        let mut after = after_id.clone();
+        let mut after: Option<EventId> = None;
         loop {
-            let page = self
-                .history_page(&after, user_id, HISTORY_PAGE_LIMIT)
-                .await?;
+            let from = after.as_ref().map_or(start, Start::After);
+            let page = self.history_page(from, user_id, HISTORY_PAGE_LIMIT).await?;
             events.extend(page.events);
             match page.last_id {
-                Some(last) if !page.complete && events.len() < HISTORY_BATCH => after = last,
+                Some(last) if !page.complete && events.len() < HISTORY_BATCH => after = Some(last),
                 _ => return Ok(events),
             }
         }
     }
 
-    /// Opens the Subscribe stream; the deadline covers opening it only.
+    /// Opens the Subscribe stream from `start` (`None`: live events only);
+    /// the deadline covers opening it only.
     pub async fn subscribe(
         &self,
         gateway_id: &str,
-        after_id: Option<&EventId>,
+        start: Option<Start<'_>>,
     ) -> Result<EventStream, AuthCallError> {
         let inner = self
             .call(AuthMethod::Subscribe, |channel| {
                 let request = self.request(
                     proto::SubscribeRequest {
                         gateway_id: gateway_id.to_owned(),
-                        after_id: after_id.map(ToString::to_string),
+                        after_id: match start {
+                            Some(Start::After(after_id)) => Some(after_id.to_string()),
+                            _ => None,
+                        },
+                        from_oldest: start == Some(Start::Oldest),
                     },
                     false,
                 );

@@ -22,3 +22,13 @@ pub struct Event {
     pub id_text: String,
     pub action: EventAction,
 }
+
+/// Where a read of auth's stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start<'a> {
+    /// Strictly after this id (refused by auth when it is gone: OUT_OF_RANGE).
+    After(&'a EventId),
+    /// At the oldest event auth still retains in the current stream epoch:
+    /// all a reader whose position is gone can still get.
+    Oldest,
+}

@@ -185,34 +185,17 @@ impl Hub {
     /// to the user's connections, disconnects kick the user's connections (4401).
     pub fn deliver(&self, event: &Event) {
         match &event.action {
-            EventAction::Broadcast { data } => {
-                let frame = Arc::new(Frame {
-                    id: event.id.clone(),
-                    text: message::broadcast(&event.id_text, data).into(),
-                });
-                // Sessions are woken after each shard's lock is released, so
-                // registrations never wait behind the scheduler.
-                let mut wakers = Vec::new();
-                for shard in &self.inner.shards {
-                    let shard = lock(shard);
-                    wakers.extend(
-                        shard
-                            .users
-                            .values()
-                            .flatten()
-                            .filter_map(|m| m.slot.offer(&frame)),
-                    );
-                    drop(shard);
-                    wake_all(&mut wakers);
-                }
-            }
+            EventAction::Broadcast { data } => self.offer_all(&Arc::new(Frame {
+                id: Some(event.id.clone()),
+                text: message::broadcast(&event.id_text, data).into(),
+            })),
             EventAction::Direct { user_id, data } => {
                 let shard = lock(self.shard(user_id));
                 let Some(members) = shard.users.get(user_id.as_str()) else {
                     return;
                 };
                 let frame = Arc::new(Frame {
-                    id: event.id.clone(),
+                    id: Some(event.id.clone()),
                     text: message::direct(&event.id_text, data).into(),
                 });
                 let mut wakers: Vec<Waker> = members
@@ -231,6 +214,34 @@ impl Hub {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells every registered connection that events may have been missed
+    /// (`{"type":"gap"}`), queued in order with the events around it.
+    pub fn gap(&self) {
+        self.offer_all(&Arc::new(Frame {
+            id: None,
+            text: message::gap().into(),
+        }));
+    }
+
+    /// Queues `frame` for every registered connection.
+    fn offer_all(&self, frame: &Arc<Frame>) {
+        // Sessions are woken after each shard's lock is released, so
+        // registrations never wait behind the scheduler.
+        let mut wakers = Vec::new();
+        for shard in &self.inner.shards {
+            let shard = lock(shard);
+            wakers.extend(
+                shard
+                    .users
+                    .values()
+                    .flatten()
+                    .filter_map(|m| m.slot.offer(frame)),
+            );
+            drop(shard);
+            wake_all(&mut wakers);
         }
     }
 
@@ -371,6 +382,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_gap_reaches_every_connection_between_the_events_around_it() {
+        let hub = Hub::new(Metrics::default());
+        let a = register(&hub, "alice", 4);
+        let b = register(&hub, "bob", 4);
+        hub.deliver(&broadcast("e:1-0"));
+        hub.gap();
+        hub.deliver(&broadcast("f:1-0"));
+        for slot in [a.slot(), b.slot()] {
+            assert_eq!(frame(slot).id, Some("e:1-0".parse().expect("valid id")));
+            let gap = frame(slot);
+            assert_eq!(
+                (gap.id.as_ref(), gap.text.as_str()),
+                (None, r#"{"type":"gap"}"#)
+            );
+            assert_eq!(frame(slot).id, Some("f:1-0".parse().expect("valid id")));
+        }
+    }
+
+    #[test]
     fn direct_reaches_only_that_users_connections() {
         let hub = Hub::new(Metrics::default());
         let a1 = register(&hub, "alice", 4);
@@ -410,7 +440,7 @@ pub(crate) mod tests {
         for i in 0..5 {
             hub.deliver(&broadcast(&format!("e:{i}-0")));
             let got = frame(fast.slot());
-            assert_eq!(got.id, format!("e:{i}-0").parse().expect("valid id"));
+            assert_eq!(got.id, Some(format!("e:{i}-0").parse().expect("valid id")));
         }
         assert_eq!(close(slow.slot()), Some(CloseCode::Policy));
         assert!(now(fast.slot()).is_none());

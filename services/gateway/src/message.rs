@@ -90,19 +90,39 @@ fn jwt_token(raw: &RawFrame) -> Result<SecretString, FrameError> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ServerFrame<'a> {
-    AuthOk { user_id: &'a str },
-    Echo { data: &'a str },
-    Broadcast { id: &'a str, data: &'a str },
-    Message { id: &'a str, data: &'a str },
+    AuthOk {
+        user_id: &'a str,
+        /// Only when true: a `since` that could not be honoured in full.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        gap: bool,
+    },
+    Gap,
+    Echo {
+        data: &'a str,
+    },
+    Broadcast {
+        id: &'a str,
+        data: &'a str,
+    },
+    Message {
+        id: &'a str,
+        data: &'a str,
+    },
 }
 
 fn to_json(frame: &ServerFrame<'_>) -> String {
     serde_json::to_string(frame).expect("a struct of strings always serialises")
 }
 
-/// `{"type":"auth_ok","user_id":…}`
-pub fn auth_ok(user_id: &str) -> String {
-    to_json(&ServerFrame::AuthOk { user_id })
+/// `{"type":"auth_ok","user_id":…}`, with `"gap":true` when the client's
+/// `since` could not be honoured in full (it may have missed events).
+pub fn auth_ok(user_id: &str, gap: bool) -> String {
+    to_json(&ServerFrame::AuthOk { user_id, gap })
+}
+
+/// `{"type":"gap"}`: events may have been missed since the previous frame.
+pub fn gap() -> String {
+    to_json(&ServerFrame::Gap)
 }
 
 /// `{"type":"echo","data":…}`
@@ -207,7 +227,15 @@ mod tests {
 
     #[test]
     fn outgoing_frames_have_the_contract_shapes() {
-        assert_eq!(auth_ok("alice"), r#"{"type":"auth_ok","user_id":"alice"}"#);
+        assert_eq!(
+            auth_ok("alice", false),
+            r#"{"type":"auth_ok","user_id":"alice"}"#
+        );
+        assert_eq!(
+            auth_ok("alice", true),
+            r#"{"type":"auth_ok","user_id":"alice","gap":true}"#
+        );
+        assert_eq!(gap(), r#"{"type":"gap"}"#);
         assert_eq!(echo("hi \"x\""), r#"{"type":"echo","data":"hi \"x\""}"#);
         assert_eq!(
             broadcast("e:1-0", "d"),

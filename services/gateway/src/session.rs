@@ -155,12 +155,16 @@ fn connected<'a>(
         let socket_waker = registration.socket_waker();
         let mut expiry = pin!(sleep_until(expiry_instant(verified.expires_at)));
 
-        let auth_ok = Message::Text(message::auth_ok(registration.user()).into());
-        if let Err(end) = send(socket, auth_ok, slot, expiry.as_mut()).await {
-            return end;
-        }
-        // Live events at or before this id were already replayed.
+        // Live events at or before this id (same epoch) were already replayed.
         let mut replayed_through = match since {
+            None => {
+                let auth_ok = Message::Text(message::auth_ok(registration.user(), false).into());
+                if let Err(end) = send(socket, auth_ok, slot, expiry.as_mut()).await {
+                    return end;
+                }
+                None
+            }
+            // Sends auth_ok itself: whether it carries a gap depends on History.
             Some(since) => {
                 let replayed = Box::pin(replay(
                     socket,
@@ -176,7 +180,6 @@ fn connected<'a>(
                     Err(end) => return end,
                 }
             }
-            None => None,
         };
 
         let mut limiter = RateLimiter::new(state.limits.max_messages_per_s);
@@ -227,11 +230,15 @@ fn connected<'a>(
                 signal = poll_fn(|cx| slot.poll_signal(cx)) => match signal {
                     Signal::Close(code) => return End::Close(code),
                     Signal::Frame(frame) => {
-                        if let Some(through) = &replayed_through {
-                            if frame.id.is_at_or_before(through) {
+                        // Gap notices (no id) and other epochs' events pass:
+                        // only the replayed epoch's next event ends the skipping.
+                        if let (Some(through), Some(id)) = (&replayed_through, &frame.id) {
+                            if id.is_at_or_before(through) {
                                 continue;
                             }
-                            replayed_through = None;
+                            if id.epoch == through.epoch {
+                                replayed_through = None;
+                            }
                         }
                         let text: Utf8Bytes = frame.text.clone();
                         drop(frame);

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use wsauth_shared::backoff::Backoff;
 
 use crate::auth_client::{AuthCallError, AuthClient, ErrorKind, Incoming};
-use crate::event::EventId;
+use crate::event::{EventId, Start};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::state::Readiness;
@@ -16,6 +16,60 @@ use crate::state::Readiness;
 /// one (same epoch) are replays of what was already delivered.
 pub fn is_new(id: &EventId, last: Option<&EventId>) -> bool {
     last.is_none_or(|last| !id.is_at_or_before(last))
+}
+
+/// Where the next Subscribe starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resume {
+    /// Live events only: nothing was delivered yet, so nothing can be missed
+    /// by starting now.
+    Live,
+    /// After the last event delivered (or skipped as unreadable).
+    After(EventId),
+    /// From the oldest event auth still retains: the resume point was lost
+    /// and the connections were told of the gap.
+    Oldest,
+}
+
+impl std::fmt::Display for Resume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Live => f.write_str("live"),
+            Self::After(last) => write!(f, "after {last}"),
+            Self::Oldest => f.write_str("the oldest retained event"),
+        }
+    }
+}
+
+impl Resume {
+    fn start(&self) -> Option<Start<'_>> {
+        match self {
+            Self::Live => None,
+            Self::After(last) => Some(Start::After(last)),
+            Self::Oldest => Some(Start::Oldest),
+        }
+    }
+
+    fn last(&self) -> Option<&EventId> {
+        match self {
+            Self::After(last) => Some(last),
+            Self::Live | Self::Oldest => None,
+        }
+    }
+
+    /// Auth refused the resume point or ended the stream with OUT_OF_RANGE
+    /// (a new epoch, or the point is no longer retained): events may have
+    /// been missed. The connections are told (`{"type":"gap"}`) and the next
+    /// Subscribe starts at the oldest retained event, so nothing auth still
+    /// has is lost; none of it was delivered, as it is all past the gap.
+    /// Returns whether to resubscribe at once: not when the gap came from a
+    /// stream that already started at the oldest event (a second loss in a
+    /// row), which is told again but retried after the backoff.
+    fn lost(&mut self) -> bool {
+        let at_once = *self != Self::Oldest;
+        *self = Self::Oldest;
+        at_once
+    }
 }
 
 /// The task that keeps the Subscribe stream open.
@@ -31,18 +85,18 @@ pub struct Subscriber {
 impl Subscriber {
     /// Runs until shutdown.
     pub async fn run(self) {
-        let mut last: Option<EventId> = None;
+        let mut resume = Resume::Live;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let opened = tokio::select! {
                 () = self.shutdown.cancelled() => break,
-                opened = self.client.subscribe(&self.gateway_id, last.as_ref()) => opened,
+                opened = self.client.subscribe(&self.gateway_id, resume.start()) => opened,
             };
             let error = match opened {
                 Ok(mut stream) => {
                     let opened_at = tokio::time::Instant::now();
                     self.ready.set_subscribed(true);
-                    tracing::info!(after_id = ?last.as_ref().map(ToString::to_string), "subscribed to events");
+                    tracing::info!(from = %resume, "subscribed to events");
                     let ended = loop {
                         let next = tokio::select! {
                             () = self.shutdown.cancelled() => None,
@@ -56,7 +110,7 @@ impl Subscriber {
                             Some(Some(Err(error))) => break Some(error),
                             Some(Some(Ok(incoming))) => {
                                 self.metrics.event_received();
-                                self.receive(incoming, &mut last);
+                                self.receive(incoming, &mut resume);
                             }
                         }
                     };
@@ -74,9 +128,13 @@ impl Subscriber {
             };
             match error.kind() {
                 ErrorKind::OutOfRange => {
-                    tracing::warn!(after_id = ?last.as_ref().map(ToString::to_string), "resume point no longer retained (or stream epoch changed): events may have been missed; resubscribing live");
-                    last = None;
-                    continue;
+                    tracing::warn!(from = %resume, %error, "resume point gone (the stream got a new epoch or no longer retains it): events may have been missed; telling the connections and resuming from the oldest retained event");
+                    // Before the new stream's first event: connections see
+                    // the gap between the events around it.
+                    self.hub.gap();
+                    if resume.lost() {
+                        continue;
+                    }
                 }
                 ErrorKind::Rejected => {
                     tracing::error!(%error, "auth refused the subscription (check AUTH_API_KEY)");
@@ -94,21 +152,21 @@ impl Subscriber {
         self.ready.set_subscribed(false);
     }
 
-    /// Hands one stream item to the hub, moving `last` past it. An
+    /// Hands one stream item to the hub, moving the resume point past it. An
     /// unreadable event is skipped: breaking the stream would only bring the
     /// same event back from the same resume point, forever.
-    fn receive(&self, incoming: Incoming, last: &mut Option<EventId>) {
+    fn receive(&self, incoming: Incoming, resume: &mut Resume) {
         match incoming {
             Incoming::Event(event) => {
-                if is_new(&event.id, last.as_ref()) {
+                if is_new(&event.id, resume.last()) {
                     self.hub.deliver(&event);
-                    *last = Some(event.id);
+                    *resume = Resume::After(event.id);
                 }
             }
             Incoming::Unreadable(bad) => {
                 tracing::error!(what = bad.what, id = ?bad.id.as_ref().map(ToString::to_string), "skipping unreadable event from auth");
-                if let Some(id) = bad.id.filter(|id| is_new(id, last.as_ref())) {
-                    *last = Some(id);
+                if let Some(id) = bad.id.filter(|id| is_new(id, resume.last())) {
+                    *resume = Resume::After(id);
                 }
             }
         }
@@ -118,11 +176,16 @@ impl Subscriber {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth_client::Unreadable;
+    use crate::event::{Event, EventAction};
+    use crate::hub::Signal;
+    use crate::hub::tests::{now, register};
 
-    #[tokio::test]
-    async fn unreadable_events_are_skipped_and_move_the_resume_point() {
-        use crate::auth_client::Unreadable;
-        use crate::event::{Event, EventAction};
+    fn id(s: &str) -> EventId {
+        s.parse().expect("valid id")
+    }
+
+    fn subscriber() -> Subscriber {
         let metrics = Metrics::default();
         let client = AuthClient::new(
             &["http://127.0.0.1:9".to_owned()],
@@ -131,48 +194,72 @@ mod tests {
             metrics.clone(),
         )
         .expect("valid url");
-        let subscriber = Subscriber {
+        Subscriber {
             client,
             hub: Hub::new(metrics.clone()),
             ready: Readiness::new(metrics.clone()),
             metrics,
             gateway_id: "gw".into(),
             shutdown: CancellationToken::new(),
-        };
-        let id = |s: &str| s.parse::<EventId>().expect("valid id");
-        let mut last = None;
-        let event = |s: &str| {
-            Incoming::Event(Event {
-                id: id(s),
-                id_text: s.into(),
-                action: EventAction::Broadcast { data: "d".into() },
-            })
-        };
-        subscriber.receive(event("ab:1-0"), &mut last);
-        assert_eq!(last, Some(id("ab:1-0")));
+        }
+    }
+
+    fn event(s: &str) -> Incoming {
+        Incoming::Event(Event {
+            id: id(s),
+            id_text: s.into(),
+            action: EventAction::Broadcast { data: "d".into() },
+        })
+    }
+
+    /// The texts queued for a connection, in order.
+    fn drain(slot: &crate::hub::Slot) -> Vec<String> {
+        let mut texts = Vec::new();
+        while let Some(signal) = now(slot) {
+            match signal {
+                Signal::Frame(frame) => texts.push(frame.text.to_string()),
+                other => panic!("expected frames only, got {other:?}"),
+            }
+        }
+        texts
+    }
+
+    #[tokio::test]
+    async fn unreadable_events_are_skipped_and_move_the_resume_point() {
+        let subscriber = subscriber();
+        let mut resume = Resume::Live;
+        subscriber.receive(event("ab:1-0"), &mut resume);
+        assert_eq!(resume, Resume::After(id("ab:1-0")));
         let bad = |s: Option<&str>| {
             Incoming::Unreadable(Unreadable {
                 id: s.map(id),
                 what: "event kind",
             })
         };
-        subscriber.receive(bad(Some("ab:2-0")), &mut last);
+        subscriber.receive(bad(Some("ab:2-0")), &mut resume);
         assert_eq!(
-            last,
-            Some(id("ab:2-0")),
+            resume,
+            Resume::After(id("ab:2-0")),
             "resume after the unreadable event"
         );
-        subscriber.receive(bad(None), &mut last);
-        assert_eq!(last, Some(id("ab:2-0")), "no id: the resume point stays");
-        subscriber.receive(bad(Some("ab:1-5")), &mut last);
-        assert_eq!(last, Some(id("ab:2-0")), "never moves backwards");
-        subscriber.receive(event("ab:3-0"), &mut last);
-        assert_eq!(last, Some(id("ab:3-0")), "later events still delivered");
+        subscriber.receive(bad(None), &mut resume);
+        assert_eq!(
+            resume,
+            Resume::After(id("ab:2-0")),
+            "no id: the resume point stays"
+        );
+        subscriber.receive(bad(Some("ab:1-5")), &mut resume);
+        assert_eq!(resume, Resume::After(id("ab:2-0")), "never moves backwards");
+        subscriber.receive(event("ab:3-0"), &mut resume);
+        assert_eq!(
+            resume,
+            Resume::After(id("ab:3-0")),
+            "later events still delivered"
+        );
     }
 
     #[test]
     fn replayed_ids_are_skipped_and_new_epochs_pass() {
-        let id = |s: &str| s.parse::<EventId>().expect("valid id");
         let last = id("ab:10-1");
         assert!(is_new(&id("ab:1-0"), None));
         assert!(!is_new(&id("ab:10-1"), Some(&last)));
@@ -180,5 +267,50 @@ mod tests {
         assert!(is_new(&id("ab:10-2"), Some(&last)));
         assert!(is_new(&id("ab:11-0"), Some(&last)));
         assert!(is_new(&id("cd:1-0"), Some(&last)));
+    }
+
+    #[test]
+    fn a_lost_resume_point_resumes_from_the_oldest_at_once_and_a_second_loss_backs_off() {
+        let mut resume = Resume::After(id("ab:5-0"));
+        assert_eq!(resume.start(), Some(Start::After(&id("ab:5-0"))));
+        assert!(resume.lost(), "first loss: resubscribe at once");
+        assert_eq!(resume, Resume::Oldest);
+        assert_eq!(resume.start(), Some(Start::Oldest));
+        assert!(!resume.lost(), "lost again before any event: back off");
+        assert_eq!(resume, Resume::Oldest);
+        let mut live = Resume::Live;
+        assert_eq!(live.start(), None, "a fresh gateway starts live");
+        assert!(live.lost());
+        assert_eq!(live, Resume::Oldest);
+    }
+
+    /// A stream rolled back (same epoch, ids behind the last delivered) is
+    /// delivered again from its oldest event once the gap is told: nothing
+    /// past a gap is skipped as already delivered.
+    #[tokio::test]
+    async fn after_a_gap_every_event_from_the_oldest_is_delivered_once_in_order() {
+        let subscriber = subscriber();
+        let alice = register(&subscriber.hub, "alice", 16);
+        let mut resume = Resume::Live;
+        subscriber.receive(event("ab:9-0"), &mut resume);
+        // OUT_OF_RANGE: what `run` does.
+        subscriber.hub.gap();
+        assert!(resume.lost());
+        for s in ["ab:3-0", "ab:4-0", "ab:4-0", "cd:1-0", "cd:1-0", "cd:2-0"] {
+            subscriber.receive(event(s), &mut resume);
+        }
+        assert_eq!(resume, Resume::After(id("cd:2-0")));
+        let b = |id: &str| format!(r#"{{"type":"broadcast","id":"{id}","data":"d"}}"#);
+        assert_eq!(
+            drain(alice.slot()),
+            [
+                b("ab:9-0"),
+                r#"{"type":"gap"}"#.to_owned(),
+                b("ab:3-0"),
+                b("ab:4-0"),
+                b("cd:1-0"),
+                b("cd:2-0"),
+            ]
+        );
     }
 }

@@ -16,11 +16,13 @@ use crate::event::EventId;
 /// must not leave every connection holding its high-water mark.
 const RETAINED_QUEUE: usize = 8;
 
-/// An event frame, serialised once and shared by every recipient's queue.
+/// An event frame (or a gap notice), serialised once and shared by every
+/// recipient's queue.
 #[derive(Debug)]
 pub struct Frame {
-    /// Lets a recovering session skip what History already sent.
-    pub id: EventId,
+    /// Lets a recovering session skip what History already sent; `None` for
+    /// a gap notice, which is never skipped.
+    pub id: Option<EventId>,
     pub text: Utf8Bytes,
 }
 
@@ -196,7 +198,7 @@ mod tests {
 
     fn frame(id: &str) -> Arc<Frame> {
         Arc::new(Frame {
-            id: id.parse().expect("valid id"),
+            id: Some(id.parse().expect("valid id")),
             text: Utf8Bytes::from_static("{}"),
         })
     }
@@ -231,7 +233,7 @@ mod tests {
         for i in 0..100 {
             match now(&slot) {
                 Some(Signal::Frame(got)) => {
-                    assert_eq!(got.id, format!("e:{i}-0").parse().expect("valid id"));
+                    assert_eq!(got.id, Some(format!("e:{i}-0").parse().expect("valid id")));
                 }
                 other => panic!("expected frame {i}, got {other:?}"),
             }

@@ -1,5 +1,5 @@
-//! A `since` reconnect: the retained events after the client's id, sent
-//! between `auth_ok` and the live events, under one permit and deadline.
+//! A `since` reconnect: `auth_ok`, then the retained events after the
+//! client's id, sent before the live events, under one permit and deadline.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -12,7 +12,7 @@ use super::End;
 use super::send::send;
 use crate::auth_client::AuthCallError;
 use crate::close::CloseCode;
-use crate::event::{EventAction, EventId};
+use crate::event::{Event, EventAction, EventId, Start};
 use crate::hub::Slot;
 use crate::message;
 use crate::socket::Socket;
@@ -23,15 +23,31 @@ use crate::state::AppState;
 const REPLAY_MAX_PAGES: usize = 200;
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sends the retained events after `since` meant for `user_id`, page by
-/// page, holding one permit among all sessions.
+fn gave_up() -> End {
+    tracing::warn!("history replay over its limits; the client resumes on reconnect");
+    End::Close(CloseCode::Policy)
+}
+
+fn unavailable(error: &AuthCallError) -> End {
+    tracing::warn!(%error, "history unavailable for a recovering client");
+    End::Close(CloseCode::AuthUnavailable)
+}
+
+/// Sends `auth_ok` and then the retained events after `since` meant for
+/// `user_id`, page by page, holding one permit among all sessions.
+///
+/// A `since` auth refuses (older than retention, another epoch, or ahead of
+/// the stream: the client's state is from a stream auth no longer has) is a
+/// gap: `auth_ok` carries `"gap":true` and the replay starts at the oldest
+/// retained event. So the first page is read before `auth_ok` is sent. A
+/// `since` lost during the replay (trimmed under it) is told with
+/// `{"type":"gap"}` and the replay goes on from the oldest retained event.
 ///
 /// Returns the replay boundary: the last id auth confirmed as part of the
 /// stream (`since` itself once History accepted it, then each page's last
-/// id). Live events queued meanwhile at or before it were already sent (or
-/// the client had them). `None` when auth refused `since` (older than
-/// retention, another epoch, or ahead of the stream): the client's id then
-/// says nothing about the live events, and every one of them is sent.
+/// id). Live events queued meanwhile at or before it (same epoch) were
+/// already sent or the client had them. `None` when nothing was confirmed:
+/// every live event is sent.
 pub(super) async fn replay(
     socket: &mut Socket,
     state: &AppState,
@@ -41,48 +57,32 @@ pub(super) async fn replay(
     since: EventId,
 ) -> Result<Option<EventId>, End> {
     let deadline = Instant::now() + REPLAY_TIMEOUT;
-    let gave_up = || {
-        tracing::warn!("history replay over its limits; the client resumes on reconnect");
-        End::Close(CloseCode::Policy)
-    };
     let _permit = tokio::select! {
         biased;
         code = poll_fn(|cx| slot.poll_kick(cx)) => return Err(End::Close(code)),
         permit = timeout_at(deadline, state.hub.replay_permit()) => permit.map_err(|_| gave_up())?,
     };
-    let mut after = since;
-    let mut boundary = None;
+    let (mut events, gap) = match page(state, slot, deadline, Start::After(&since), user_id).await?
+    {
+        Ok(events) => (events, false),
+        Err(AuthCallError::OutOfRange) => {
+            tracing::info!(%since, "client's since is not in the retained stream: a gap; replaying from the oldest retained event");
+            let oldest = page(state, slot, deadline, Start::Oldest, user_id).await?;
+            (oldest.map_err(|error| unavailable(&error))?, true)
+        }
+        Err(error) => return Err(unavailable(&error)),
+    };
+    let auth_ok = Message::Text(message::auth_ok(user_id, gap).into());
+    send(socket, auth_ok, slot, expiry.as_mut()).await?;
+    let mut boundary = (!gap).then_some(since);
     for _ in 0..REPLAY_MAX_PAGES {
-        let page = tokio::select! {
-            biased;
-            code = poll_fn(|cx| slot.poll_kick(cx)) => return Err(End::Close(code)),
-            page = timeout_at(deadline, Box::pin(state.auth.history(&after, user_id))) => {
-                page.map_err(|_| gave_up())?
-            }
-        };
-        let events = match page {
-            Ok(events) => events,
-            Err(AuthCallError::OutOfRange) => {
-                tracing::warn!(since = %after, "client's since is not in the retained stream; live events only");
-                return Ok(boundary);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "history unavailable for a recovering client");
-                return Err(End::Close(CloseCode::AuthUnavailable));
-            }
-        };
         // The page size is auth's to choose: only an empty page is the end.
         let Some(last) = events.last().map(|event| event.id.clone()) else {
-            return Ok(Some(after));
+            return Ok(boundary);
         };
         for event in events {
-            let text = match &event.action {
-                EventAction::Broadcast { data } => message::broadcast(&event.id_text, data),
-                EventAction::Direct { user_id: to, data } if to == user_id => {
-                    message::direct(&event.id_text, data)
-                }
-                // A past revocation does not apply to a JWT auth just accepted.
-                _ => continue,
+            let Some(text) = frame_for(&event, user_id) else {
+                continue;
             };
             // Under the replay's deadline too: a client trickling its reads
             // must not hold a replay permit for a page's worth of sends.
@@ -91,7 +91,52 @@ pub(super) async fn replay(
         }
         // Past skipped events too, so the next page starts after them.
         boundary = Some(last.clone());
-        after = last;
+        events = match page(state, slot, deadline, Start::After(&last), user_id).await? {
+            Ok(events) => events,
+            Err(AuthCallError::OutOfRange) => {
+                tracing::info!(after = %last, "replay position lost during the replay: telling the client of a gap");
+                let sent = send(
+                    socket,
+                    Message::Text(message::gap().into()),
+                    slot,
+                    expiry.as_mut(),
+                );
+                timeout_at(deadline, sent).await.map_err(|_| gave_up())??;
+                let oldest = page(state, slot, deadline, Start::Oldest, user_id).await?;
+                oldest.map_err(|error| unavailable(&error))?
+            }
+            Err(error) => return Err(unavailable(&error)),
+        };
     }
     Err(gave_up())
+}
+
+/// One History batch from `start`, given up on when the session is kicked
+/// or the replay's deadline passes.
+async fn page(
+    state: &AppState,
+    slot: &Slot,
+    deadline: Instant,
+    start: Start<'_>,
+    user_id: &str,
+) -> Result<Result<Vec<Event>, AuthCallError>, End> {
+    tokio::select! {
+        biased;
+        code = poll_fn(|cx| slot.poll_kick(cx)) => Err(End::Close(code)),
+        page = timeout_at(deadline, Box::pin(state.auth.history(start, user_id))) => {
+            page.map_err(|_| gave_up())
+        }
+    }
+}
+
+/// What a replayed event becomes for `user_id`, if anything.
+fn frame_for(event: &Event, user_id: &str) -> Option<String> {
+    match &event.action {
+        EventAction::Broadcast { data } => Some(message::broadcast(&event.id_text, data)),
+        EventAction::Direct { user_id: to, data } if to == user_id => {
+            Some(message::direct(&event.id_text, data))
+        }
+        // A past revocation does not apply to a JWT auth just accepted.
+        _ => None,
+    }
 }
