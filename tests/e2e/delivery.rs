@@ -7,8 +7,8 @@ use futures::future::join_all;
 use serde_json::json;
 use tokio::process::Command;
 use wsauth_tests::{
-    ADMIN_KEY, AuthOptions, Cluster, GatewayOptions, Jwt, STEP, WsClient, collect_events, warm_up,
-    within,
+    ADMIN_KEY, AuthOptions, Cluster, GatewayOptions, Jwt, STEP, WARMUP, WsClient, collect_events,
+    warm_up, within,
 };
 
 const EVENTS: usize = 40;
@@ -448,7 +448,7 @@ async fn subscribe_and_history_refuse_an_after_id_of_another_epoch_with_out_of_r
 }
 
 #[tokio::test]
-async fn a_since_ahead_of_the_stream_still_gets_every_live_event() {
+async fn a_since_ahead_of_the_stream_is_a_gap_and_still_gets_every_live_event() {
     let cluster = Cluster::single(AuthOptions::default(), GatewayOptions::default()).await;
     cluster.wait_ready().await;
     let auth = cluster.auth();
@@ -458,6 +458,8 @@ async fn a_since_ahead_of_the_stream_still_gets_every_live_event() {
     assert_eq!(bob.recv_type("broadcast", STEP).await["id"], seen);
 
     // Same epoch, far ahead: a stream rolled back, or an id from the future.
+    // The client's state is from a stream auth does not have: a gap, then
+    // what is retained (from the oldest), then live events.
     let (epoch, _) = seen.rsplit_once(':').expect("ids are epoch:millis-seq");
     let ahead = format!("{epoch}:99999999999999-0");
     let jwt = Jwt::for_user("alice").sign();
@@ -468,11 +470,21 @@ async fn a_since_ahead_of_the_stream_still_gets_every_live_event() {
     alice
         .send_json(&json!({"type": "jwt", "token": jwt, "since": ahead}))
         .await;
-    let first = alice.recv_json(STEP).await;
     assert_eq!(
-        (&first["type"], &first["user_id"]),
-        (&json!("auth_ok"), &json!("alice")),
-        "{first}"
+        alice.recv_json(STEP).await,
+        json!({"type": "auth_ok", "user_id": "alice", "gap": true})
+    );
+    let retained = alice.recv_type("broadcast", STEP).await;
+    assert!(
+        retained["data"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(WARMUP)),
+        "the oldest retained event first: {retained}"
+    );
+    assert_eq!(
+        alice.recv_type("broadcast", STEP).await["id"],
+        seen,
+        "the retained events up to the last"
     );
 
     let broadcast = auth.publish("live-broadcast", None).await;

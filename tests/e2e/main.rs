@@ -17,6 +17,7 @@
 //! - `discovery`: `AUTH_URL=dns:///localhost:PORT` through the system resolver;
 //! - `otel`: one handshake is one OTLP trace across the gateway and auth;
 //! - `faults`: auth or Redis going away;
+//! - `gap`: Redis losing the stream (FLUSHALL, restart): gaps told, RevokeUser still applied;
 //! - `shutdown`: SIGTERM;
 //! - `browser`: the browser client in headless Chromium (tests/browser);
 //! - `deploy`: deploy/'s compose file and Kubernetes manifests against the binaries' settings.
@@ -29,6 +30,7 @@ mod deploy;
 mod discovery;
 mod failover;
 mod faults;
+mod gap;
 mod handshake;
 mod limits;
 mod memory;
