@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tonic::Code;
+use wsauth_tests::metrics::sample_sum;
 use wsauth_tests::{
     ApiKey, AuthOptions, Cluster, Frame, GatewayOptions, Jwt, STEP, TestAuth, WsClient, redis_cli,
     warm_up,
@@ -141,6 +142,12 @@ async fn emptied_before_publish_and_revoke(empty: impl FnOnce(&mut Cluster)) {
         "nothing twice, no second gap"
     );
     bob.echo("still connected").await;
+    let metrics = cluster.gateway().metrics().await;
+    assert_eq!(
+        sample_sum(&metrics, "wsauth_gateway_stream_gaps_total"),
+        Some(1.0),
+        "one gap, counted once"
+    );
 }
 
 fn broadcast(id: &str, data: &str) -> String {

@@ -232,6 +232,7 @@ struct Inner {
     sockets_open: Gauge,
     subscribed: Gauge,
     events: Counter,
+    gaps: Counter,
     handshake_ok: Counter,
     handshake_phase2_failed: Counter,
     /// Indexed by `Refusal as usize`.
@@ -287,6 +288,12 @@ impl Metrics {
             "wsauth_gateway_events",
             "Events received from the Subscribe stream",
             events.clone(),
+        );
+        let gaps = Counter::default();
+        registry.register(
+            "wsauth_gateway_stream_gaps",
+            "Times the Subscribe stream's resume point was lost (Redis lost the stream or it was trimmed) and every connection was sent a gap",
+            gaps.clone(),
         );
 
         let handshakes = Family::<HandshakeLabels, Counter>::default();
@@ -355,6 +362,7 @@ impl Metrics {
                 sockets_open,
                 subscribed,
                 events,
+                gaps,
                 handshake_ok,
                 handshake_phase2_failed,
                 handshake_refused,
@@ -393,6 +401,10 @@ impl Metrics {
 
     pub fn event_received(&self) {
         self.inner.events.inc();
+    }
+
+    pub fn stream_gap(&self) {
+        self.inner.gaps.inc();
     }
 
     pub fn handshake(&self, outcome: Handshake) {
@@ -484,6 +496,7 @@ mod tests {
             "wsauth_gateway_sockets_open 0\n",
             "wsauth_gateway_subscribed 0\n",
             "wsauth_gateway_events_total 0\n",
+            "wsauth_gateway_stream_gaps_total 0\n",
             "wsauth_gateway_handshakes_total{outcome=\"ok\"} 1\n",
             "wsauth_gateway_handshakes_total{outcome=\"bad_request\"} 1\n",
             "wsauth_gateway_handshakes_total{outcome=\"unauthorized\"} 0\n",

@@ -132,6 +132,7 @@ impl Subscriber {
                     // Before the new stream's first event: connections see
                     // the gap between the events around it.
                     self.hub.gap();
+                    self.metrics.stream_gap();
                     if resume.lost() {
                         continue;
                     }
