@@ -16,6 +16,7 @@
 //! - `failover`: an auth replica that accepts and never answers;
 //! - `discovery`: `AUTH_URL=dns:///localhost:PORT` through the system resolver;
 //! - `otel`: one handshake is one OTLP trace across the gateway and auth;
+//! - `gateway_tls`: the gateway as a TLS client of auth: mTLS, refusals, rotation;
 //! - `faults`: auth or Redis going away;
 //! - `gap`: Redis losing the stream (FLUSHALL, restart): gaps told, RevokeUser still applied;
 //! - `shutdown`: SIGTERM;
@@ -31,6 +32,7 @@ mod discovery;
 mod failover;
 mod faults;
 mod gap;
+mod gateway_tls;
 mod handshake;
 mod limits;
 mod memory;

@@ -2,9 +2,11 @@
 //! a deadline on every call, the api key in metadata. Proto types stop here.
 //!
 //! - [`settings`]: what the client is built from (`AUTH_URL` and the rest);
+//! - [`target`]: one `AUTH_URL` entry and how its endpoints are made;
 //! - [`endpoints`]: the set of endpoints calls choose from, and its changes;
 //! - [`discovery`]: `dns:` names resolved to every replica, and followed;
 //! - [`failover`]: which endpoint a call goes to, and moving on;
+//! - [`tls`]: TLS to auth, its files followed as they rotate;
 //! - [`error`]: what a failed call means, and its close code;
 //! - [`decode`]: auth's answers as the gateway's own types.
 
@@ -14,6 +16,8 @@ mod endpoints;
 mod error;
 mod failover;
 mod settings;
+mod target;
+mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -34,6 +38,7 @@ pub use self::discovery::{Resolve, SystemResolver};
 use self::endpoints::Endpoints;
 pub use self::error::{AuthCallError, ErrorKind};
 pub use self::settings::{ClientConfigError, ClientSettings};
+pub use self::tls::{ClientTlsError, ClientTlsFiles};
 use crate::event::{Event, EventId, Start};
 use crate::metrics::{AuthMethod, Metrics};
 
@@ -93,19 +98,10 @@ impl AuthClient {
         settings: ClientSettings,
         metrics: Metrics,
     ) -> Result<Self, ClientConfigError> {
-        let (endpoints, names) = Endpoints::new(&settings.urls, settings.call_timeout)?;
+        let (security, seen) = settings.security()?;
+        let authorization = settings.authorization()?;
+        let (endpoints, names) = Endpoints::new(&settings.urls, settings.call_timeout, security)?;
         let endpoints = Arc::new(endpoints);
-        let authorization = settings
-            .api_key
-            .as_ref()
-            .map(|key| {
-                let mut value: MetadataValue<Ascii> = format!("Bearer {}", key.expose_secret())
-                    .parse()
-                    .map_err(|_| ClientConfigError::BadKey)?;
-                value.set_sensitive(true);
-                Ok(value)
-            })
-            .transpose()?;
         for (target, name) in names {
             tokio::spawn(discovery::follow(
                 Arc::downgrade(&endpoints),
@@ -113,6 +109,13 @@ impl AuthClient {
                 name,
                 Arc::clone(&settings.resolver),
                 settings.resolve_interval,
+            ));
+        }
+        if let Some(seen) = seen {
+            tokio::spawn(tls::follow(
+                Arc::downgrade(&endpoints),
+                settings.tls.clone(),
+                seen,
             ));
         }
         Ok(Self {
@@ -375,30 +378,5 @@ mod tests {
                 .is_err(),
             "auth must not be contacted"
         );
-    }
-
-    #[tokio::test]
-    async fn bad_urls_are_refused_and_good_ones_connect_lazily() {
-        let metrics = Metrics::default();
-        let timeout = Duration::from_millis(100);
-        assert!(matches!(
-            AuthClient::new(&[], None, timeout, metrics.clone()),
-            Err(ClientConfigError::NoUrl)
-        ));
-        assert!(matches!(
-            AuthClient::new(&[" ".into()], None, timeout, metrics.clone()),
-            Err(ClientConfigError::NoUrl)
-        ));
-        let bad = vec!["http://127.0.0.1:1".to_owned(), "not a url".to_owned()];
-        match AuthClient::new(&bad, None, timeout, metrics.clone()) {
-            Err(ClientConfigError::BadUrl { url, .. }) => assert_eq!(url, "not a url"),
-            _ => panic!("a bad url must be refused"),
-        }
-        // Nothing listens there: building must still succeed.
-        let urls = vec![
-            "http://127.0.0.1:9".to_owned(),
-            "http://127.0.0.1:10".to_owned(),
-        ];
-        assert!(AuthClient::new(&urls, None, timeout, metrics).is_ok());
     }
 }

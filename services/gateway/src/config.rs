@@ -1,6 +1,7 @@
 //! The gateway's settings: every one a flag and an environment variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -39,6 +40,25 @@ pub struct Config {
     #[arg(long, env = "AUTH_RESOLVE_INTERVAL_S", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub auth_resolve_interval_s: u64,
+
+    /// CA certificates (PEM) that verify auth's certificate; default the
+    /// system's roots. Setting any AUTH_TLS_* makes every AUTH_URL endpoint
+    /// (`dns:///` names too) speak TLS. Files are re-read when they change.
+    #[arg(long, env = "AUTH_TLS_CA_FILE")]
+    pub auth_tls_ca_file: Option<PathBuf>,
+
+    /// The gateway's client certificate chain (PEM) for mTLS to auth; with AUTH_TLS_KEY_FILE.
+    #[arg(long, env = "AUTH_TLS_CERT_FILE", requires = "auth_tls_key_file")]
+    pub auth_tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of AUTH_TLS_CERT_FILE.
+    #[arg(long, env = "AUTH_TLS_KEY_FILE", requires = "auth_tls_cert_file")]
+    pub auth_tls_key_file: Option<PathBuf>,
+
+    /// The name auth's certificate must carry, instead of the URL's host (or
+    /// the `dns:///` name): needed when a certificate names a service, not its IPs.
+    #[arg(long, env = "AUTH_TLS_SERVER_NAME")]
+    pub auth_tls_server_name: Option<String>,
 
     /// The key sent to auth as `authorization: Bearer <key>`.
     #[arg(long, env = "AUTH_API_KEY", value_parser = parse_secret)]
@@ -107,6 +127,10 @@ impl Config {
             gateway_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             auth_url: vec![auth_url.into()],
             auth_resolve_interval_s: 10,
+            auth_tls_ca_file: None,
+            auth_tls_cert_file: None,
+            auth_tls_key_file: None,
+            auth_tls_server_name: None,
             auth_api_key: None,
             gateway_id: None,
             auth_timeout_s: 10,
@@ -245,6 +269,27 @@ mod tests {
                 "{flag} {good}"
             );
         }
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_the_other_way_round() {
+        for flag in ["--auth-tls-cert-file=/c.pem", "--auth-tls-key-file=/k.pem"] {
+            let error = Config::try_parse_from(["wsauth-gateway", flag])
+                .expect_err("half an identity")
+                .to_string();
+            assert!(error.contains("--auth-tls-"), "{error}");
+        }
+        let config = Config::try_parse_from([
+            "wsauth-gateway",
+            "--auth-tls-cert-file=/c.pem",
+            "--auth-tls-key-file=/k.pem",
+            "--auth-tls-server-name=auth.internal",
+        ])
+        .expect("both halves");
+        assert_eq!(
+            config.auth_tls_server_name.as_deref(),
+            Some("auth.internal")
+        );
     }
 
     #[test]

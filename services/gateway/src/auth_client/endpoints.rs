@@ -19,6 +19,8 @@ use tonic::transport::{Channel, Endpoint};
 use super::ClientConfigError;
 use super::discovery::{Change, DnsName};
 use super::failover::attempt_budget;
+use super::target::{Security, Target, TargetKind};
+use super::tls::ClientTls;
 
 /// How long an endpoint that failed at the transport level is tried last.
 const ENDPOINT_COOLDOWN: Duration = Duration::from_secs(2);
@@ -37,25 +39,18 @@ pub(super) struct Replica {
 /// A snapshot of the set: what one call works with.
 pub(super) type Replicas = Arc<[Arc<Replica>]>;
 
-/// One `AUTH_URL` entry and the endpoints it stands for now.
-struct Target {
-    kind: TargetKind,
-    replicas: Vec<Arc<Replica>>,
-}
-
-enum TargetKind {
-    /// `http(s)://`: one channel (a host name in it is looked up on each connect).
-    Fixed(Box<Endpoint>),
-    /// `dns:`: one channel per address.
-    Dns(DnsName),
+/// What the set is built from.
+struct State {
+    targets: Vec<Target>,
+    security: Security,
 }
 
 /// The auth endpoints.
 pub(super) struct Endpoints {
     /// The set new calls choose from.
     current: watch::Sender<Replicas>,
-    /// What the set is built from (std Mutex: never held across an await).
-    targets: Mutex<Vec<Target>>,
+    /// What it is built from (std Mutex: never held across an await).
+    state: Mutex<State>,
     call_timeout: Duration,
     next: AtomicUsize,
     epoch: Instant,
@@ -69,6 +64,7 @@ impl Endpoints {
     pub(super) fn new(
         urls: &[String],
         call_timeout: Duration,
+        security: Security,
     ) -> Result<(Self, Vec<(usize, DnsName)>), ClientConfigError> {
         let urls: Vec<&str> = urls
             .iter()
@@ -91,11 +87,21 @@ impl Endpoints {
                 url: url.to_owned(),
                 source,
             })?;
-            kinds.push(TargetKind::Fixed(Box::new(endpoint)));
+            let kind = TargetKind::Fixed(Box::new(endpoint));
+            // Half the endpoints in the clear would defeat the TLS asked for.
+            if security.dns_tls && !kind.uses_tls(&security) {
+                return Err(ClientConfigError::PlaintextWithTls {
+                    url: url.to_owned(),
+                });
+            }
+            kinds.push(kind);
         }
         let endpoints = Self {
             current: watch::Sender::new(Arc::from(Vec::new())),
-            targets: Mutex::new(Vec::new()),
+            state: Mutex::new(State {
+                targets: Vec::new(),
+                security,
+            }),
             call_timeout,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -104,22 +110,22 @@ impl Endpoints {
             .iter()
             .filter(|k| matches!(k, TargetKind::Fixed(_)))
             .count();
-        let targets = kinds
-            .into_iter()
-            .map(|kind| {
-                let replicas = match &kind {
-                    TargetKind::Fixed(endpoint) => vec![endpoints.replica(
-                        endpoint.uri().to_string(),
-                        None,
-                        Endpoint::clone(endpoint),
-                        fixed,
-                    )],
-                    TargetKind::Dns(_) => Vec::new(),
-                };
-                Target { kind, replicas }
-            })
-            .collect();
-        endpoints.publish(targets);
+        let mut state = endpoints.state.lock().unwrap_or_else(|e| e.into_inner());
+        for kind in kinds {
+            let mut replicas = Vec::new();
+            if let TargetKind::Fixed(url) = &kind {
+                let endpoint = kind.endpoint(None, &state.security).map_err(|source| {
+                    ClientConfigError::BadUrl {
+                        url: url.uri().to_string(),
+                        source,
+                    }
+                })?;
+                replicas.push(endpoints.replica(url.uri().to_string(), None, endpoint, fixed));
+            }
+            state.targets.push(Target { kind, replicas });
+        }
+        endpoints.publish(&state.targets);
+        drop(state);
         Ok((endpoints, names))
     }
 
@@ -149,13 +155,7 @@ impl Endpoints {
     }
 
     /// Makes `targets` the set new calls choose from.
-    fn publish(&self, targets: Vec<Target>) {
-        let mut guard = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        *guard = targets;
-        self.publish_locked(&guard);
-    }
-
-    fn publish_locked(&self, targets: &[Target]) {
+    fn publish(&self, targets: &[Target]) {
         let set: Vec<Arc<Replica>> = targets
             .iter()
             .flat_map(|t| t.replicas.iter().cloned())
@@ -167,10 +167,11 @@ impl Endpoints {
     /// those already there keep their channel (and its connection), new ones
     /// get one, the others leave the set. What changed.
     pub(super) fn set_addresses(&self, target: usize, addrs: &BTreeSet<SocketAddr>) -> Change {
-        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let State { targets, security } = &mut *state;
         let total: usize = targets.iter().map(|t| t.replicas.len()).sum();
         let Some(Target {
-            kind: TargetKind::Dns(name),
+            kind: kind @ TargetKind::Dns(_),
             replicas,
         }) = targets.get_mut(target)
         else {
@@ -190,18 +191,52 @@ impl Endpoints {
             if kept.iter().any(|r| r.addr == Some(addr)) {
                 continue;
             }
-            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                .expect("http:// and a socket address make a valid URI");
+            let TargetKind::Dns(name) = &*kind else {
+                unreachable!("matched above")
+            };
             let label = format!("{addr} ({name})");
-            kept.push(self.replica(label, Some(addr), endpoint, count));
-            change.added.push(addr);
+            match kind.endpoint(Some(addr), security) {
+                Ok(endpoint) => {
+                    kept.push(self.replica(label, Some(addr), endpoint, count));
+                    change.added.push(addr);
+                }
+                // Checked at start with the same settings: not expected.
+                Err(error) => tracing::warn!(%error, endpoint = %label, "cannot build a channel"),
+            }
         }
         kept.sort_by_key(|r| r.addr);
         *replicas = kept;
         if !change.is_empty() {
-            self.publish_locked(&targets);
+            self.publish(targets);
         }
         change
+    }
+
+    /// Rebuilds the channel of every endpoint that speaks TLS with `tls`:
+    /// new calls open new connections with it, calls in flight finish on
+    /// the old ones.
+    pub(super) fn set_tls(&self, tls: ClientTls) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let State { targets, security } = &mut *state;
+        security.tls = Some(tls);
+        let count = targets.iter().map(|t| t.replicas.len()).sum();
+        for target in targets.iter_mut() {
+            if !target.kind.uses_tls(security) {
+                continue;
+            }
+            for replica in &mut target.replicas {
+                match target.kind.endpoint(replica.addr, security) {
+                    Ok(endpoint) => {
+                        *replica =
+                            self.replica(replica.label.clone(), replica.addr, endpoint, count)
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, endpoint = %replica.label, "cannot rebuild a channel; keeping the old one")
+                    }
+                }
+            }
+        }
+        self.publish(targets);
     }
 
     /// The set now; when it is empty (no name resolved yet), waits for
@@ -263,6 +298,13 @@ impl Endpoints {
 mod tests {
     use super::*;
 
+    fn plain() -> Security {
+        Security {
+            tls: None,
+            dns_tls: false,
+        }
+    }
+
     fn labels(replicas: &[Arc<Replica>]) -> Vec<String> {
         replicas.iter().map(|r| r.label.clone()).collect()
     }
@@ -270,7 +312,8 @@ mod tests {
     #[tokio::test]
     async fn endpoints_rotate_and_a_failed_one_is_tried_last_while_cooling() {
         let urls: Vec<String> = (1..=3).map(|p| format!("http://127.0.0.1:{p}")).collect();
-        let (endpoints, names) = Endpoints::new(&urls, Duration::from_millis(100)).expect("valid");
+        let (endpoints, names) =
+            Endpoints::new(&urls, Duration::from_millis(100), plain()).expect("valid");
         assert!(names.is_empty());
         let set = endpoints.current();
         let url = |p: u16| format!("http://127.0.0.1:{p}/");
@@ -293,7 +336,8 @@ mod tests {
             "http://127.0.0.1:1".to_owned(),
             "dns:///auth.test:50051".to_owned(),
         ];
-        let (endpoints, names) = Endpoints::new(&urls, Duration::from_millis(100)).expect("valid");
+        let (endpoints, names) =
+            Endpoints::new(&urls, Duration::from_millis(100), plain()).expect("valid");
         assert_eq!(names.len(), 1);
         assert_eq!(names[0].0, 1, "the name is the second target");
         assert_eq!(endpoints.current().len(), 1, "the name has no address yet");
@@ -341,7 +385,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_call_waits_for_the_first_resolution_within_its_patience() {
         let urls = vec!["dns:///auth.test:1".to_owned()];
-        let (endpoints, _) = Endpoints::new(&urls, Duration::from_millis(100)).expect("valid");
+        let (endpoints, _) =
+            Endpoints::new(&urls, Duration::from_millis(100), plain()).expect("valid");
         let endpoints = Arc::new(endpoints);
         assert!(
             endpoints
