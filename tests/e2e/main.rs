@@ -6,6 +6,7 @@
 //! - `handshake`: `/token/ws` and the `/ws` upgrade (phase 1), every HTTP status;
 //! - `session`: the jwt frame (phase 2), its close codes, echo, refresh, expiry;
 //! - `session_edges`: blocked writes, ping floods, close replies, refresh while auth is down;
+//! - `admission`: MAX_CONNECTIONS, MAX_PENDING_AUTH under a flood, PER_IP_RATE and TRUSTED_PROXIES;
 //! - `limits`: binary and oversized frames, rate limit, registry leak check;
 //! - `memory`: a large broadcast does not leave every connection bigger;
 //! - `metrics`: both services' `/metrics`, scraped from the running processes;
@@ -24,6 +25,7 @@
 //! - `deploy`: deploy/'s compose file and Kubernetes manifests against the binaries' settings.
 #![forbid(unsafe_code)]
 
+mod admission;
 mod backpressure;
 mod browser;
 mod delivery;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use wsauth_shared::telemetry::LogFormat;
 
+use crate::client_ip::Cidr;
+
 /// The smallest MAX_MESSAGE_BYTES: below it a first frame with a typical JWT
 /// could not arrive, so no socket could ever authenticate.
 pub const MIN_MESSAGE_BYTES: u64 = 1024;
@@ -105,6 +107,29 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_messages_per_s: u32,
 
+    /// Open WebSockets this gateway holds; more get 503 `gateway full` before
+    /// their token is looked at (1 to 10000000).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub max_connections: usize,
+
+    /// WebSockets between the 101 and `auth_ok`; more get 503 `gateway full`
+    /// (1 to 1000000).
+    #[arg(long, env = "MAX_PENDING_AUTH", default_value_t = 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_pending_auth: usize,
+
+    /// Requests per second per client IP to /token/ws and /ws together (burst
+    /// twice that); more get 429 with Retry-After. 0 turns it off (0 to 1000000).
+    #[arg(long, env = "PER_IP_RATE", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub per_ip_rate: u32,
+
+    /// Proxies (CIDR blocks or addresses, comma-separated) whose
+    /// X-Forwarded-For names the client for PER_IP_RATE; default none.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
+
     /// Seconds shutdown may take before remaining sockets are dropped (0 to 3600).
     #[arg(long, env = "SHUTDOWN_GRACE_S", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -137,6 +162,10 @@ impl Config {
             max_message_bytes: 65536,
             ping_interval_s: 30,
             allowed_origins: Vec::new(),
+            max_connections: 50_000,
+            max_pending_auth: 1024,
+            per_ip_rate: 0,
+            trusted_proxies: Vec::new(),
             auth_call_timeout_ms: 2000,
             send_queue_capacity: 256,
             max_messages_per_s: 100,
@@ -255,6 +284,28 @@ mod tests {
                 "AUTH_CALL_TIMEOUT_MS",
                 "60001",
                 "60000",
+            ),
+            ("--max-connections", "MAX_CONNECTIONS", "0", "1"),
+            (
+                "--max-connections",
+                "MAX_CONNECTIONS",
+                "10000001",
+                "10000000",
+            ),
+            ("--max-pending-auth", "MAX_PENDING_AUTH", "0", "1"),
+            (
+                "--max-pending-auth",
+                "MAX_PENDING_AUTH",
+                "1000001",
+                "1000000",
+            ),
+            ("--per-ip-rate", "PER_IP_RATE", "-1", "0"),
+            ("--per-ip-rate", "PER_IP_RATE", "1000001", "1000000"),
+            (
+                "--trusted-proxies",
+                "TRUSTED_PROXIES",
+                "10.0.0.0/33",
+                "10.0.0.0/8,::1",
             ),
             ("--shutdown-grace-s", "SHUTDOWN_GRACE_S", "-1", "0"),
             ("--shutdown-grace-s", "SHUTDOWN_GRACE_S", "3601", "3600"),

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::admission::Full;
 use crate::auth_client::{AuthCallError, ErrorKind};
 use crate::metrics::Refusal;
 
@@ -37,6 +38,13 @@ pub enum HttpError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// `MAX_CONNECTIONS` or `MAX_PENDING_AUTH` is reached: the client may
+    /// try another replica with the same token, which was not looked at.
+    #[error("gateway full")]
+    Full(Full),
+    /// Over `PER_IP_RATE`; the client may retry after this many seconds.
+    #[error("rate limited")]
+    RateLimited { retry_after_s: u64 },
 }
 
 impl From<AuthCallError> for HttpError {
@@ -57,7 +65,11 @@ impl HttpError {
         match self.refusal() {
             Refusal::Unauthorized => StatusCode::UNAUTHORIZED,
             Refusal::ForbiddenOrigin => StatusCode::FORBIDDEN,
-            Refusal::AuthUnavailable | Refusal::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::AuthUnavailable
+            | Refusal::ShuttingDown
+            | Refusal::GatewayFull
+            | Refusal::PendingAuthFull => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Refusal::BadRequest => StatusCode::BAD_REQUEST,
             Refusal::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Refusal::NotFound => StatusCode::NOT_FOUND,
@@ -76,6 +88,9 @@ impl HttpError {
             Self::UnsupportedVersion | Self::NotUpgradable => Refusal::UpgradeRequired,
             Self::NotFound => Refusal::NotFound,
             Self::MethodNotAllowed => Refusal::MethodNotAllowed,
+            Self::Full(Full::Connections) => Refusal::GatewayFull,
+            Self::Full(Full::PendingAuth) => Refusal::PendingAuthFull,
+            Self::RateLimited { .. } => Refusal::RateLimited,
         }
     }
 }
@@ -84,12 +99,20 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.to_string() });
         let mut response = (self.status(), Json(body)).into_response();
-        if matches!(self, Self::UnsupportedVersion) {
+        match self {
             // Names the version we speak, so the client can retry with it.
-            response.headers_mut().insert(
-                header::SEC_WEBSOCKET_VERSION,
-                HeaderValue::from_static("13"),
-            );
+            Self::UnsupportedVersion => {
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            Self::RateLimited { retry_after_s } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
+            _ => {}
         }
         // Read back by the counting layer in `routes`.
         response.extensions_mut().insert(self.refusal());
@@ -116,6 +139,9 @@ mod tests {
             (HttpError::NotUpgradable, 426),
             (HttpError::NotFound, 404),
             (HttpError::MethodNotAllowed, 405),
+            (HttpError::Full(Full::Connections), 503),
+            (HttpError::Full(Full::PendingAuth), 503),
+            (HttpError::RateLimited { retry_after_s: 1 }, 429),
         ] {
             assert_eq!(error.status(), status, "{error:?}");
         }

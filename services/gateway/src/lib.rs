@@ -15,12 +15,15 @@
 //! [`run`] owns the server; `main.rs` only parses config and binds.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod auth_client;
+pub mod client_ip;
 pub mod close;
 pub mod config;
 pub mod error;
 pub mod event;
 pub mod hub;
+pub mod ip_rate;
 pub mod message;
 pub mod metrics;
 pub mod presence;
@@ -36,11 +39,13 @@ use std::pin::pin;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 
 use crate::auth_client::{AuthClient, ClientConfigError, ClientSettings};
 pub use crate::config::Config;
@@ -164,7 +169,7 @@ pub async fn serve(
             () = cancel.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (tcp, _peer) = match accepted {
+        let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: wait, don't spin.
@@ -179,7 +184,13 @@ pub async fn serve(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
+        // The peer, for PER_IP_RATE (and X-Forwarded-For behind TRUSTED_PROXIES).
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
         let connection = http
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();

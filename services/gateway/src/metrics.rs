@@ -35,11 +35,17 @@ pub enum Refusal {
     NotFound,
     /// The route exists for another method (405).
     MethodNotAllowed,
+    /// `MAX_CONNECTIONS` sockets open (503).
+    GatewayFull,
+    /// `MAX_PENDING_AUTH` sockets waiting for their first frame (503).
+    PendingAuthFull,
+    /// Over `PER_IP_RATE` (429).
+    RateLimited,
 }
 
 impl Refusal {
     /// Every refusal, in declaration order (`refusal as usize` indexes it).
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 11] = [
         Self::ForbiddenOrigin,
         Self::Unauthorized,
         Self::AuthUnavailable,
@@ -48,6 +54,9 @@ impl Refusal {
         Self::UpgradeRequired,
         Self::NotFound,
         Self::MethodNotAllowed,
+        Self::GatewayFull,
+        Self::PendingAuthFull,
+        Self::RateLimited,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -60,6 +69,9 @@ impl Refusal {
             Self::UpgradeRequired => "upgrade_required",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::GatewayFull => "gateway_full",
+            Self::PendingAuthFull => "pending_auth_full",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -230,6 +242,7 @@ struct Inner {
     registry: Registry,
     connections_open: Gauge,
     sockets_open: Gauge,
+    pending_auth: Gauge,
     subscribed: Gauge,
     events: Counter,
     gaps: Counter,
@@ -277,6 +290,11 @@ impl Metrics {
             &mut registry,
             "wsauth_gateway_sockets_open",
             "Upgraded WebSockets, including those still authenticating",
+        );
+        let pending_auth = gauge(
+            &mut registry,
+            "wsauth_gateway_pending_auth",
+            "WebSockets admitted and not yet past auth_ok (capped by MAX_PENDING_AUTH)",
         );
         let subscribed = gauge(
             &mut registry,
@@ -360,6 +378,7 @@ impl Metrics {
             inner: Arc::new(Inner {
                 connections_open,
                 sockets_open,
+                pending_auth,
                 subscribed,
                 events,
                 gaps,
@@ -383,6 +402,11 @@ impl Metrics {
 
     pub fn connection_closed(&self) {
         self.inner.connections_open.dec();
+    }
+
+    /// Follows [`crate::admission::Admission`]'s pending count.
+    pub fn pending_auth_changed(&self, by: i64) {
+        self.inner.pending_auth.inc_by(by);
     }
 
     pub fn socket_opened(&self) {

@@ -8,7 +8,9 @@ mod token;
 mod ws;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{Html, Response};
 use axum::routing::get;
@@ -37,15 +39,18 @@ pub fn app(state: AppState) -> Router {
                     state.clone(),
                     cors::allow_origin,
                 ))
+                .layer(middleware::from_fn_with_state(state.clone(), limit_per_ip))
                 .layer(middleware::from_fn(|request, next| {
                     continue_trace("/token/ws", request, next)
                 })),
         )
         .route(
             "/ws",
-            get(ws::upgrade).layer(middleware::from_fn(|request, next| {
-                continue_trace("/ws", request, next)
-            })),
+            get(ws::upgrade)
+                .layer(middleware::from_fn_with_state(state.clone(), limit_per_ip))
+                .layer(middleware::from_fn(|request, next| {
+                    continue_trace("/ws", request, next)
+                })),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -70,6 +75,28 @@ async fn continue_trace(route: &'static str, request: Request, next: Next) -> Re
     let name = format!("{} {route}", request.method());
     let span = trace_context::server_span(&name, request.headers());
     next.run(request).instrument(span).await
+}
+
+/// `PER_IP_RATE` on the handshake routes, first of all their checks: a
+/// client over its rate costs nothing further. The client is the socket's
+/// peer, or the address a trusted proxy forwarded.
+async fn limit_per_ip(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, HttpError> {
+    if let Some(limiter) = &state.limits.ip_rate
+        && let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
+    {
+        let client = state
+            .limits
+            .trusted_proxies
+            .client_ip(peer.ip(), request.headers());
+        limiter
+            .check(client)
+            .map_err(|retry_after_s| HttpError::RateLimited { retry_after_s })?;
+    }
+    Ok(next.run(request).await)
 }
 
 /// The one place refusals are counted: every [`HttpError`] response carries

@@ -26,6 +26,7 @@ use self::authenticate::{Authenticated, authenticate};
 use self::refresh::{EXPIRY_RECHECK_GRACE, Refresh, expiry_instant};
 use self::replay::replay;
 use self::send::{finish, send};
+use crate::admission::Admitted;
 use crate::close::CloseCode;
 use crate::hub::{ConnId, Signal};
 use crate::message::{self, ClientFrame};
@@ -62,7 +63,8 @@ impl Drop for SocketCount {
     }
 }
 
-/// Runs a socket whose ws token belonged to `ws_user`, until it closes.
+/// Runs a socket whose ws token belonged to `ws_user`, until it closes;
+/// `admitted` holds its places under `MAX_CONNECTIONS` and `MAX_PENDING_AUTH`.
 ///
 /// Not an `async fn`: those store their arguments twice (as arguments and as
 /// the body's locals), and this future is what every idle connection keeps.
@@ -75,12 +77,17 @@ pub fn run(
     state: AppState,
     conn_id: ConnId,
     ws_user: String,
+    admitted: Admitted,
 ) -> impl Future<Output = ()> + Send {
     async move {
         let _count = SocketCount::new(&state.metrics);
+        let (_open, pending) = admitted.into_parts();
         // Phase 2 and the close are boxed: transient, they should not size
         // the future every idle connection keeps for its whole life.
-        let end = match Box::pin(authenticate(&mut socket, &state, ws_user)).await {
+        let authenticated = Box::pin(authenticate(&mut socket, &state, ws_user)).await;
+        // Verified (or refused): no longer waiting for a first frame.
+        drop(pending);
+        let end = match authenticated {
             Ok(authenticated) => {
                 state.metrics.handshake(Handshake::Ok);
                 tracing::info!("authenticated");
@@ -279,8 +286,8 @@ fn connected<'a>(
 mod tests {
     use super::*;
 
-    /// The size of the future an `async fn` of four arguments returns.
-    fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+    /// The size of the future an `async fn` of five arguments returns.
+    fn future_size<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
@@ -288,7 +295,7 @@ mod tests {
     /// on it (measured on the function itself, as the task holds it).
     #[test]
     fn session_future_stays_small() {
-        let size = future_size(run as fn(Socket, AppState, ConnId, String) -> _);
+        let size = future_size(run as fn(Socket, AppState, ConnId, String, Admitted) -> _);
         println!(
             "session future: {size} bytes (socket {}, state {})",
             std::mem::size_of::<Socket>(),

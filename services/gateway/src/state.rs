@@ -7,18 +7,24 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::auth_client::AuthClient;
+use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::ip_rate::IpRateLimiter;
 use crate::metrics::Metrics;
 
-/// The limits a session enforces, copied out of [`Config`].
-#[derive(Clone, Debug)]
+/// The limits handshakes and sessions enforce, from [`Config`].
 pub struct Limits {
     pub auth_timeout: Duration,
     pub max_message_bytes: usize,
     pub send_queue_capacity: usize,
     pub max_messages_per_s: u32,
+    /// `PER_IP_RATE`; `None` when it is 0 (off).
+    pub ip_rate: Option<IpRateLimiter>,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Whether the Subscribe stream to auth is open: what `/readyz` answers
@@ -57,6 +63,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Empty: any origin.
     pub allowed_origins: Arc<[String]>,
+    /// `MAX_CONNECTIONS` and `MAX_PENDING_AUTH`.
+    pub admission: Arc<Admission>,
     /// Cancelled on shutdown: sessions close with 1001.
     pub shutdown: CancellationToken,
     /// Tracks sessions so shutdown can wait for them.
@@ -69,12 +77,19 @@ impl AppState {
             auth,
             hub: Hub::new(metrics.clone()),
             ready: Readiness::new(metrics.clone()),
+            admission: Admission::new(
+                config.max_connections,
+                config.max_pending_auth,
+                metrics.clone(),
+            ),
             metrics,
             limits: Arc::new(Limits {
                 auth_timeout: config.auth_timeout(),
                 max_message_bytes: config.max_message_bytes,
                 send_queue_capacity: config.send_queue_capacity,
                 max_messages_per_s: config.max_messages_per_s,
+                ip_rate: (config.per_ip_rate > 0).then(|| IpRateLimiter::new(config.per_ip_rate)),
+                trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             }),
             allowed_origins: config
                 .allowed_origins

@@ -44,6 +44,9 @@ pub async fn upgrade(
     if !state.origin_allowed(origin) {
         return Err(HttpError::ForbiddenOrigin);
     }
+    // A full gateway refuses before the token is looked at, so the client can
+    // spend it on another replica. Held until the socket closes.
+    let admitted = state.admission.try_admit().map_err(HttpError::Full)?;
     let token = params
         .ok()
         .and_then(|Query(params)| params.token)
@@ -86,7 +89,7 @@ pub async fn upgrade(
             };
             let io = FrameIo::new(TokioIo::new(upgraded));
             let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-            session::run(socket, state, conn_id, user_id).await;
+            session::run(socket, state, conn_id, user_id, admitted).await;
         }
         .instrument(span),
     );
