@@ -264,7 +264,7 @@ async fn every_variable_the_manifests_set_is_a_setting_of_its_binary() {
         );
     }
     assert!(
-        checked >= 2,
+        checked >= 4,
         "found only {checked} wsauth containers under deploy/k8s"
     );
     // Patches can add variables too: the rendered overlays are checked as well.

@@ -64,10 +64,12 @@ pub(super) async fn rendered_overlays() -> Vec<(String, Vec<Value>)> {
         let text = String::from_utf8(output.stdout).expect("YAML is UTF-8");
         rendered.push((name.clone(), documents(&text, &name)));
     }
-    assert!(
-        rendered.iter().any(|(name, _)| name == "overlay dev"),
-        "the dev overlay renders"
-    );
+    for expected in ["overlay dev", "overlay production"] {
+        assert!(
+            rendered.iter().any(|(name, _)| name == expected),
+            "{expected} renders"
+        );
+    }
     rendered
 }
 
@@ -115,15 +117,15 @@ async fn the_overlays_render_with_kubectl_and_hold_together() {
             Some(format!("dns:///{host}:50051").as_str()),
             "{overlay}: gateways reach auth through the headless Service of their namespace"
         );
-        if let Some(server_name) = env_value(gateway, "AUTH_TLS_SERVER_NAME") {
-            assert_eq!(server_name, host, "{overlay}");
-            let names = format!(
-                "{:?}",
-                object(&docs, "Certificate", "wsauth-auth", &overlay)["spec"]["dnsNames"]
-            );
+        // Under mTLS each auth address is verified against AUTH_URL's host
+        // (or AUTH_TLS_SERVER_NAME): auth's certificate must carry it.
+        if env_value(gateway, "AUTH_TLS_CA_FILE").is_some() {
+            let expected = env_value(gateway, "AUTH_TLS_SERVER_NAME").unwrap_or(&host);
+            let certificate = object(&docs, "Certificate", "wsauth-auth", &overlay);
+            let names = format!("{:?}", certificate["spec"]["dnsNames"]);
             assert!(
-                names.contains(&host),
-                "{overlay}: auth's certificate names {host}: {names}"
+                names.contains(expected),
+                "{overlay}: auth's certificate names {expected}: {names}"
             );
         }
 
