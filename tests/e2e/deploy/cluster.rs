@@ -57,22 +57,42 @@ impl ClusterScript {
         std::fs::read_to_string(self.dir.join("script.out")).unwrap_or_default()
     }
 
-    /// Waits until the script says the cluster runs; panics with its output
-    /// if it stopped instead.
-    async fn wait_running(&mut self) {
+    /// Waits until the script says the cluster runs; `Err(output)` if it
+    /// stopped instead.
+    async fn wait_running(&mut self) -> Result<(), String> {
         let this = &mut *self;
         wait_until(Duration::from_secs(60), "make cluster says it runs", || {
-            let output = this.output();
-            let exited = this.child.try_wait().ok().flatten();
-            async move {
-                assert!(
-                    exited.is_none(),
-                    "cluster.sh stopped ({exited:?}):\n{output}"
-                );
-                output.contains("wsauth cluster is running")
-            }
+            let done = this.child.try_wait().ok().flatten().is_some()
+                || this.output().contains("wsauth cluster is running");
+            async move { done }
         })
         .await;
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            exited => Err(format!(
+                "cluster.sh stopped ({exited:?}):\n{}",
+                self.output()
+            )),
+        }
+    }
+
+    /// A running cluster on ports from a random base (below the ephemeral
+    /// range, like the harness's redis-servers). A port another test holds
+    /// stops the script with a message; then another base is tried.
+    async fn running(secret: &str) -> (Self, u16) {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let base = rand::random_range(20_000u16..31_000);
+            let mut script = Self::start(base, secret);
+            match script.wait_running().await {
+                Ok(()) => return (script, base),
+                Err(output) => failures.push(output),
+            }
+        }
+        panic!(
+            "make cluster did not start in 3 tries:\n{}",
+            failures.join("\n---\n")
+        )
     }
 }
 
@@ -99,11 +119,8 @@ async fn make_cluster_authenticates_websockets_through_haproxy_on_all_three_gate
         which("haproxy").is_some() || Path::new("/usr/sbin/haproxy").is_file(),
         "haproxy is missing: run `make setup` (installs it as root; `make test` does)"
     );
-    // Below the ephemeral port range, like the harness's redis-servers.
-    let base = rand::random_range(20_000u16..31_000);
-    let secret = format!("cluster-test-secret-{base}");
-    let mut script = ClusterScript::start(base, &secret);
-    script.wait_running().await;
+    let secret = format!("cluster-test-secret-{}", rand::random::<u64>());
+    let (script, base) = ClusterScript::running(&secret).await;
 
     let lb = SocketAddr::from(([127, 0, 0, 1], base));
     let mut clients = Vec::new();
