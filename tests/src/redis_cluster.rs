@@ -37,6 +37,12 @@ impl TestRedisCluster {
                         String::new(),
                         "--appendonly".into(),
                         "no".into(),
+                        // Redis waits 5 s by default before a diskless full
+                        // sync; a master killed before its replica synced
+                        // leaves a replica that will not stand (its data is
+                        // "too old"), and the slots stay CLUSTERDOWN.
+                        "--repl-diskless-sync-delay".into(),
+                        "0".into(),
                     ],
                 )
             })
@@ -106,15 +112,30 @@ impl TestRedisCluster {
             .kill();
     }
 
-    /// Waits until every running node reports `cluster_state:ok` and three masters.
+    /// Waits until every running node reports `cluster_state:ok`, three
+    /// masters serve, and every running replica has synced with its master
+    /// (only a synced replica can take over when its master is killed).
     pub fn wait_healthy(&self, within: Duration) {
-        wait_for(within, "the cluster serves every slot", || {
-            self.nodes.iter().filter(|n| n.is_running()).all(|n| {
-                n.cli(&["CLUSTER", "INFO"])
-                    .lines()
-                    .any(|l| l.trim() == "cluster_state:ok")
-            }) && self.master_ports().len() == 3
-        });
+        wait_for(
+            within,
+            "the cluster serves every slot and every replica is synced",
+            || {
+                self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                    n.cli(&["CLUSTER", "INFO"])
+                        .lines()
+                        .any(|l| l.trim() == "cluster_state:ok")
+                }) && self.master_ports().len() == 3
+                    && self.replicas_synced()
+            },
+        );
+    }
+
+    /// Whether every running replica's link to its master is up.
+    fn replicas_synced(&self) -> bool {
+        self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+            let info = n.cli(&["INFO", "replication"]);
+            !info.contains("role:slave") || info.contains("master_link_status:up")
+        })
     }
 
     /// `CONFIG SET name value` on every running node.
