@@ -10,7 +10,8 @@
 //! - [`http`]: one small HTTP/1.1 client; [`net`]: loopback client sockets
 //!   spread over source addresses (for load).
 //! - [`TestRedisCluster`] (3 masters, 3 replicas) and [`TestRedisSentinel`]
-//!   (master, replica, 3 sentinels): Redis topologies for auth's modes.
+//!   (master, replica, 3 sentinels): Redis topologies for auth's modes;
+//!   [`RedisMode`] / [`RedisBackend`] / [`ModeStack`] run one test body in each mode.
 //! - [`pki`]: a test CA and the certificates it signs, as PEM files.
 //!
 //! Services listen on port 0 and the harness reads the bound address from
@@ -33,6 +34,7 @@ pub mod pki;
 mod process;
 mod redis;
 mod redis_cluster;
+mod redis_modes;
 mod redis_node;
 mod redis_sentinel;
 mod wait;
@@ -48,6 +50,7 @@ pub use jwt::{JWT_SECRET, Jwt, JwtAlg, now_unix};
 pub use process::Launch;
 pub use redis::TestRedis;
 pub use redis_cluster::TestRedisCluster;
+pub use redis_modes::{ModeStack, RedisBackend, RedisMode};
 pub use redis_node::{RedisNode, redis_cli};
 pub use redis_sentinel::{SENTINEL_MASTER, TestRedisSentinel};
 pub use wait::{wait_until, within};
