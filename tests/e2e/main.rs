@@ -19,6 +19,7 @@
 //! - `otel`: one handshake is one OTLP trace across the gateway and auth;
 //! - `gateway_tls`: the gateway as a TLS client of auth: mTLS, refusals, rotation;
 //! - `faults`: auth or Redis going away;
+//! - `redis_failover`: a Cluster or Sentinel master killed under the stack: 503s, then service, no silent loss;
 //! - `redis_modes`: the core flows once per Redis deployment (standalone, Cluster, Sentinel);
 //! - `gap`: Redis losing the stream (FLUSHALL, restart): gaps told, RevokeUser still applied;
 //! - `shutdown`: SIGTERM;
@@ -42,6 +43,7 @@ mod memory;
 mod metrics;
 mod otel;
 mod presence;
+mod redis_failover;
 mod redis_modes;
 mod revocation;
 mod session;
