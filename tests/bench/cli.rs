@@ -48,6 +48,27 @@ impl Only {
     }
 }
 
+/// The Redis deployment of a private stack (`--redis-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RedisModeArg {
+    /// One redis-server (`REDIS_URL`).
+    Standalone,
+    /// 3 masters and 3 replicas (`REDIS_CLUSTER_URLS`).
+    Cluster,
+    /// A master, a replica and 3 sentinels (`REDIS_SENTINEL_URLS`).
+    Sentinel,
+}
+
+impl From<RedisModeArg> for wsauth_tests::RedisMode {
+    fn from(mode: RedisModeArg) -> Self {
+        match mode {
+            RedisModeArg::Standalone => Self::Standalone,
+            RedisModeArg::Cluster => Self::Cluster,
+            RedisModeArg::Sentinel => Self::Sentinel,
+        }
+    }
+}
+
 /// A secret given on the command line or in the environment; never printed.
 #[derive(Clone)]
 pub struct Secret(pub String);
@@ -113,6 +134,15 @@ pub struct BenchArgs {
     /// Handshakes a worker runs at once while connecting its clients.
     #[arg(long, env = "BENCH_CONNECT_CONCURRENCY", default_value_t = 32)]
     pub connect_concurrency: usize,
+
+    /// The Redis deployment of the private stack's auth (a running stack's is its own).
+    #[arg(
+        long,
+        value_enum,
+        env = "BENCH_REDIS_MODE",
+        default_value = "standalone"
+    )]
+    pub redis_mode: RedisModeArg,
 
     /// A running gateway to measure instead of a private stack (repeatable, http://127.0.0.1:PORT).
     #[arg(long = "gateway", env = "BENCH_GATEWAY_URLS", value_delimiter = ',')]

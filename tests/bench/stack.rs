@@ -14,8 +14,8 @@ use tonic::transport::Channel;
 use wsauth_shared::proto::PublishRequest;
 use wsauth_shared::proto::broadcast_service_client::BroadcastServiceClient;
 use wsauth_tests::{
-    ADMIN_KEY, AuthOptions, GatewayOptions, INTERNAL_KEY, JWT_SECRET, Launch, TestAuth,
-    TestGateway, TestRedis,
+    ADMIN_KEY, AuthOptions, GatewayOptions, INTERNAL_KEY, JWT_SECRET, Launch, RedisBackend,
+    RedisMode, TestAuth, TestGateway,
 };
 
 use crate::auth_rpc::with_key;
@@ -37,14 +37,17 @@ pub struct Gateway {
 struct Private {
     gateways: Vec<TestGateway>,
     auth: TestAuth,
-    redis: TestRedis,
+    redis: RedisBackend,
 }
 
 pub struct Stack {
     pub gateways: Vec<Gateway>,
     /// wsauth's auth service; `None` for the floor.
     pub auth: Option<SocketAddr>,
+    /// The Redis port for redis-benchmark (a standalone server only).
     pub redis_port: Option<u16>,
+    /// The private stack's Redis deployment (`None`: the floor or a running stack).
+    pub redis_mode: Option<RedisMode>,
     pub admin_key: Option<String>,
     pub internal_key: Option<String>,
     jwt: Option<JwtSettings>,
@@ -73,6 +76,7 @@ impl Stack {
             }],
             auth: None,
             redis_port: None,
+            redis_mode: None,
             admin_key: None,
             internal_key: None,
             // The floor does not check JWTs; the clients send one anyway.
@@ -108,6 +112,7 @@ impl Stack {
             gateways,
             auth: Some(auth),
             redis_port: args.redis_port,
+            redis_mode: None,
             admin_key: args.admin_key.clone().map(|k| k.0),
             internal_key: args.internal_key.clone().map(|k| k.0),
             jwt: args.jwt_secret.clone().map(|secret| JwtSettings {
@@ -129,15 +134,17 @@ impl Stack {
             bin_dir: args.bin_dir.clone(),
             log_file: Some(logs.join(format!("{name}.log"))),
         };
-        let redis = tokio::task::spawn_blocking(TestRedis::spawn)
+        let mode = RedisMode::from(args.redis_mode);
+        let redis = tokio::task::spawn_blocking(move || RedisBackend::spawn(mode))
             .await
-            .map_err(|e| anyhow!("starting redis-server: {}", panic_text(e.into_panic())))?;
+            .map_err(|e| anyhow!("starting redis ({mode:?}): {}", panic_text(e.into_panic())))?;
         // Long enough that tokens issued in the IssueWsToken run are still
         // valid for the ValidateToken run that consumes them.
         let auth_options = AuthOptions::default()
             .ws_token_ttl_s(600)
+            .redis(&redis)
             .launch(launch("auth"));
-        let auth = harness("auth", TestAuth::spawn(Some(&redis), auth_options)).await?;
+        let auth = harness("auth", TestAuth::spawn(None, auth_options)).await?;
         let mut parts = Private {
             gateways: Vec::new(),
             auth,
@@ -155,7 +162,7 @@ impl Stack {
             harness(&name, gateway.wait_ready(READY_TIMEOUT)).await?;
             parts.gateways.push(gateway);
         }
-        tracing::info!(gateways, logs = %logs.display(), "private stack up");
+        tracing::info!(gateways, redis = mode.name(), logs = %logs.display(), "private stack up");
         Ok(Self {
             gateways: parts
                 .gateways
@@ -166,7 +173,8 @@ impl Stack {
                 })
                 .collect(),
             auth: Some(parts.auth.addr()),
-            redis_port: Some(parts.redis.port()),
+            redis_port: parts.redis.standalone_port(),
+            redis_mode: Some(mode),
             admin_key: Some(ADMIN_KEY.to_owned()),
             internal_key: Some(INTERNAL_KEY.to_owned()),
             jwt: Some(JwtSettings {
@@ -243,11 +251,25 @@ impl Stack {
                 .enumerate()
                 .filter_map(|(i, g)| Some((format!("gateway-{i}"), g.pid?))),
         );
-        let redis = match &self.private_parts {
-            Some(parts) => parts.redis.pid(),
-            None => self.redis_port.and_then(crate::procfs::redis_pid),
-        };
-        processes.extend(redis.map(|pid| ("redis".to_owned(), pid)));
+        match &self.private_parts {
+            Some(parts) => {
+                let pids = parts.redis.pids();
+                let one = pids.len() == 1;
+                processes.extend(pids.into_iter().enumerate().map(|(i, pid)| {
+                    let name = if one {
+                        "redis".into()
+                    } else {
+                        format!("redis-{i}")
+                    };
+                    (name, pid)
+                }));
+            }
+            None => processes.extend(
+                self.redis_port
+                    .and_then(crate::procfs::redis_pid)
+                    .map(|pid| ("redis".to_owned(), pid)),
+            ),
+        }
         processes
     }
 }

@@ -75,6 +75,11 @@ impl TestRedisCluster {
             .join(",")
     }
 
+    /// The process ids of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(RedisNode::pid).collect()
+    }
+
     /// Ports of the nodes that are masters right now (running ones only).
     pub fn master_ports(&self) -> Vec<u16> {
         self.nodes

@@ -23,6 +23,16 @@ pub enum RedisMode {
     Sentinel,
 }
 
+impl RedisMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Standalone => "standalone",
+            Self::Cluster => "cluster",
+            Self::Sentinel => "sentinel",
+        }
+    }
+}
+
 /// A running Redis deployment of one [`RedisMode`]. Killed on drop.
 pub enum RedisBackend {
     Standalone(TestRedis),
@@ -58,6 +68,24 @@ impl RedisBackend {
                 ("REDIS_SENTINEL_URLS", sentinel.urls()),
                 ("REDIS_SENTINEL_MASTER", SENTINEL_MASTER.to_owned()),
             ],
+        }
+    }
+
+    /// The process ids of every running `redis-server` (and sentinel).
+    pub fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::Standalone(redis) => redis.pid().into_iter().collect(),
+            Self::Cluster(cluster) => cluster.pids(),
+            Self::Sentinel(sentinel) => sentinel.pids(),
+        }
+    }
+
+    /// The port of the one server, for tools that speak plain Redis to it
+    /// (redis-benchmark); `None` for Cluster and Sentinel.
+    pub fn standalone_port(&self) -> Option<u16> {
+        match self {
+            Self::Standalone(redis) => Some(redis.port()),
+            _ => None,
         }
     }
 

@@ -72,6 +72,15 @@ impl TestRedisSentinel {
             .join(",")
     }
 
+    /// The process ids of the running servers and sentinels.
+    pub fn pids(&self) -> Vec<u32> {
+        self.servers
+            .iter()
+            .chain(&self.sentinels)
+            .filter_map(RedisNode::pid)
+            .collect()
+    }
+
     /// The port of the master the sentinels name now.
     pub fn master_port(&self) -> u16 {
         let reply =
