@@ -14,9 +14,9 @@ use wsauth_tests::{
     warm_up,
 };
 
-const GAP: &str = r#"{"type":"gap"}"#;
+pub(crate) const GAP: &str = r#"{"type":"gap"}"#;
 /// How long a gateway may take to notice the new epoch and resume.
-const RESUME: Duration = Duration::from_secs(20);
+pub(crate) const RESUME: Duration = Duration::from_secs(20);
 
 fn flushall(cluster: &Cluster) {
     assert_eq!(redis_cli(cluster.redis.port(), &["FLUSHALL"]), "OK");
@@ -24,7 +24,7 @@ fn flushall(cluster: &Cluster) {
 
 /// Publish, retried (quickly: the point is to append before the gateways
 /// notice) while auth's Redis connection comes back.
-async fn publish_when_up(auth: &TestAuth, data: &str, user: Option<&str>) -> String {
+pub(crate) async fn publish_when_up(auth: &TestAuth, data: &str, user: Option<&str>) -> String {
     let deadline = Instant::now() + RESUME;
     loop {
         match auth.try_publish(data, user).await {
@@ -39,7 +39,7 @@ async fn publish_when_up(auth: &TestAuth, data: &str, user: Option<&str>) -> Str
 }
 
 /// RevokeUser, retried the same way.
-async fn revoke_when_up(auth: &TestAuth, user: &str) {
+pub(crate) async fn revoke_when_up(auth: &TestAuth, user: &str) {
     let request = wsauth_shared::proto::RevokeUserRequest {
         user_id: user.to_owned(),
     };
@@ -61,7 +61,7 @@ async fn revoke_when_up(auth: &TestAuth, user: &str) {
 }
 
 /// The frames a client received, as text, leaving out warm-up broadcasts.
-fn texts(frames: &[Value]) -> Vec<String> {
+pub(crate) fn texts(frames: &[Value]) -> Vec<String> {
     frames
         .iter()
         .filter(|f| {
@@ -74,7 +74,7 @@ fn texts(frames: &[Value]) -> Vec<String> {
 }
 
 /// Reads frames until one has `data`; all of them, in order.
-async fn frames_until(client: &mut WsClient, data: &str) -> Vec<Value> {
+pub(crate) async fn frames_until(client: &mut WsClient, data: &str) -> Vec<Value> {
     let deadline = Instant::now() + RESUME;
     let mut frames = Vec::new();
     loop {
@@ -150,7 +150,7 @@ async fn emptied_before_publish_and_revoke(empty: impl FnOnce(&mut Cluster)) {
     );
 }
 
-fn broadcast(id: &str, data: &str) -> String {
+pub(crate) fn broadcast(id: &str, data: &str) -> String {
     json!({"type": "broadcast", "id": id, "data": data}).to_string()
 }
 

@@ -1,13 +1,19 @@
 //! The contract's core flows in each Redis deployment (standalone, Cluster,
 //! Sentinel): one test body per flow, run once per mode, on the real
-//! binaries over 2 auth replicas and 2 gateways.
+//! binaries over 2 auth replicas and 2 gateways; and Redis emptied under
+//! a running stack (as `gap` shows on one server).
 
 use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::json;
 use wsauth_shared::proto::HistoryRequest;
-use wsauth_tests::{ApiKey, Jwt, ModeStack, RedisMode, STEP, WsClient, collect_events, warm_up};
+use wsauth_tests::{
+    ApiKey, AuthOptions, GatewayOptions, Jwt, ModeStack, RedisMode, STEP, WsClient, collect_events,
+    warm_up,
+};
+
+use crate::gap::{GAP, RESUME, broadcast, frames_until, publish_when_up, revoke_when_up, texts};
 
 const EVENTS: usize = 30;
 const CLIENTS_PER_GATEWAY: usize = 3;
@@ -39,6 +45,7 @@ macro_rules! in_every_mode {
 in_every_mode!(twenty_racing_upgrades_with_one_token_give_exactly_one_101);
 in_every_mode!(revoke_user_closes_the_user_everywhere_with_4401);
 in_every_mode!(delivery_is_exactly_once_in_order_and_since_and_history_replay_it);
+in_every_mode!(flushall_before_a_publish_and_a_revoke_user_is_told_and_closes_with_4401);
 
 /// One ws token, 20 upgrades racing over 2 gateways and 2 auth replicas.
 async fn twenty_racing_upgrades_with_one_token_give_exactly_one_101(mode: RedisMode) {
@@ -224,4 +231,54 @@ async fn delivery_is_exactly_once_in_order_and_since_and_history_replay_it(mode:
         .chain([(live.as_str(), "live")])
         .collect();
     assert_eq!(got, want, "{mode:?}: History after {seen} for alice");
+}
+
+/// Redis emptied (FLUSHALL on every master) right before a Publish and a
+/// RevokeUser, as `gap` does on one server: the revoked user is closed with
+/// 4401 (after at most the gap and the event), the other gets the gap, the
+/// event once, and stays connected.
+async fn flushall_before_a_publish_and_a_revoke_user_is_told_and_closes_with_4401(mode: RedisMode) {
+    let stack = ModeStack::spawn_with(
+        mode,
+        1,
+        1,
+        AuthOptions::default().env("REDIS_TIMEOUT_MS", 500),
+        GatewayOptions::default(),
+    )
+    .await;
+    let mut alice = WsClient::authenticated(stack.gateway(), "alice").await;
+    let mut bob = WsClient::authenticated(stack.gateway(), "bob").await;
+    warm_up(stack.auth(), &mut [&mut alice, &mut bob]).await;
+    let before = stack.auth().publish("before", None).await;
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(client.recv_type("broadcast", STEP).await["id"], before);
+    }
+
+    stack.backend.flushall();
+    let event = publish_when_up(stack.auth(), "after", None).await;
+    revoke_when_up(stack.auth(), "alice").await;
+    assert_ne!(
+        event.split(':').next(),
+        before.split(':').next(),
+        "{mode:?}: a new stream epoch"
+    );
+
+    let (got, code) = alice.drain_until_close(RESUME).await;
+    assert_eq!(code, Some(4401), "{mode:?}: alice is revoked: {got:?}");
+    let got = texts(&got);
+    let want = [GAP.to_owned(), broadcast(&event, "after")];
+    assert!(
+        want.starts_with(&got),
+        "{mode:?}: alice gets at most the gap and the event, in order: {got:?}"
+    );
+    let got = texts(&frames_until(&mut bob, "after").await);
+    assert_eq!(got, want, "{mode:?}: bob: the gap, then the event");
+    let live = stack.auth().publish("live", None).await;
+    let got = texts(&frames_until(&mut bob, "live").await);
+    assert_eq!(
+        got,
+        [broadcast(&live, "live")],
+        "{mode:?}: nothing twice, no second gap"
+    );
+    bob.echo("still connected").await;
 }

@@ -89,6 +89,17 @@ impl RedisBackend {
         }
     }
 
+    /// `FLUSHALL` on every master (replicas follow).
+    pub fn flushall(&self) {
+        match self {
+            Self::Standalone(redis) => {
+                assert_eq!(crate::redis_cli(redis.port(), &["FLUSHALL"]), "OK");
+            }
+            Self::Cluster(cluster) => cluster.flushall(),
+            Self::Sentinel(sentinel) => sentinel.flushall(),
+        }
+    }
+
     /// The cluster, when this is one.
     pub fn cluster(&mut self) -> Option<&mut TestRedisCluster> {
         match self {
