@@ -124,3 +124,38 @@ async fn revocation_needs_the_admin_key() {
     let mut alice = WsClient::authenticated(stack.gateway(), "alice").await;
     alice.echo("not revoked").await;
 }
+
+#[tokio::test]
+async fn revoke_jwt_closes_only_the_live_connections_of_that_jti_on_any_gateway() {
+    let cluster = Cluster::spawn(2, 2, GatewayOptions::default()).await;
+    cluster.wait_ready().await;
+    let (g0, g1) = (&cluster.gateways[0], &cluster.gateways[1]);
+    let jwt_a = Jwt::for_user("alice").jti("jti-a");
+    let jwt_b = Jwt::for_user("alice").jti("jti-b");
+    let jwt_old = Jwt::for_user("alice").jti("jti-before-refresh");
+    let jwt_new = Jwt::for_user("alice").jti("jti-after-refresh");
+    let mut a = WsClient::authenticated_with(g1, &jwt_a.sign(), "alice", None).await;
+    let mut b = WsClient::authenticated_with(g0, &jwt_b.sign(), "alice", None).await;
+    let mut refreshed = WsClient::authenticated_with(g0, &jwt_old.sign(), "alice", None).await;
+    warm_up(&cluster.auths[0], &mut [&mut a, &mut b, &mut refreshed]).await;
+    refreshed.send_jwt(&jwt_new.sign()).await;
+    // No answer to a refresh: give its VerifyJwt time to come back.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+    cluster.auths[0].revoke_jwt("jti-a").await;
+    a.expect_close(4401, STEP).await;
+    // Events after the revocation in the stream: had it closed them, the
+    // close would come instead of this broadcast.
+    cluster.auths[1].revoke_jwt("jti-before-refresh").await;
+    let after = cluster.auths[1]
+        .publish("after the revocations", None)
+        .await;
+    for client in [&mut b, &mut refreshed] {
+        assert_eq!(client.recv_type("broadcast", STEP).await["id"], after);
+        client.echo("still open").await;
+    }
+
+    cluster.auths[1].revoke_jwt("jti-after-refresh").await;
+    refreshed.expect_close(4401, STEP).await;
+    b.echo("jti-b was never revoked").await;
+}

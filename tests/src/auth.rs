@@ -197,6 +197,17 @@ impl TestAuth {
             .unwrap_or_else(|s| panic!("RevokeUser {user} failed: {s:?}"));
     }
 
+    /// RevokeJwt (no `expires_at`) with the admin key, which must succeed.
+    pub async fn revoke_jwt(&self, jti: &str) {
+        self.auth_client(ApiKey::Admin)
+            .revoke_jwt(wsauth_shared::proto::RevokeJwtRequest {
+                jti: jti.to_string(),
+                expires_at: None,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("RevokeJwt {jti} failed: {s:?}"));
+    }
+
     /// `wsauth-auth mint-jwt --sub USER` with this auth's settings: stdout.
     pub async fn mint_jwt_cli(&self, user: &str) -> std::process::Output {
         let bin = bin_in(self.launch.bin_dir.as_deref(), "wsauth-auth");

@@ -136,10 +136,22 @@ impl Authority {
         Ok(taken.record)
     }
 
-    /// Revokes one JWT by `jti`, kept until its expiry plus leeway (or forever).
+    /// Revokes one JWT by `jti`, kept until its expiry plus leeway (or
+    /// forever), and tells every gateway to close the connections
+    /// authenticated with it. Stored first: a session verifying the JWT
+    /// after the event is refused by the store instead.
     pub async fn revoke_jwt(&self, jti: &str, expires_ms: Option<u64>) -> Result<(), AuthError> {
         let ttl = revocation::jti_ttl(expires_ms, self.inner.leeway_s, now_ms());
-        Ok(self.inner.store.revoke_jti(jti, ttl).await?)
+        self.inner.store.revoke_jti(jti, ttl).await?;
+        self.inner
+            .events
+            .publish(NewEvent {
+                kind: EventKind::RevokeJwt,
+                user_id: None,
+                data: jti.to_owned(),
+            })
+            .await?;
+        Ok(())
     }
 
     /// Revokes every JWT and ws token of a user issued up to now, and tells

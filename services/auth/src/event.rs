@@ -17,6 +17,9 @@ pub enum EventKind {
     Direct,
     /// Close the connections of `user_id` (RevokeUser).
     Disconnect,
+    /// Close the connections authenticated with the JWT whose `jti` is
+    /// `data` (RevokeJwt).
+    RevokeJwt,
 }
 
 impl EventKind {
@@ -26,6 +29,7 @@ impl EventKind {
             Self::Broadcast => "b",
             Self::Direct => "d",
             Self::Disconnect => "x",
+            Self::RevokeJwt => "j",
         }
     }
 
@@ -35,6 +39,7 @@ impl EventKind {
             b"b" => Some(Self::Broadcast),
             b"d" => Some(Self::Direct),
             b"x" => Some(Self::Disconnect),
+            b"j" => Some(Self::RevokeJwt),
             _ => None,
         }
     }
@@ -47,7 +52,7 @@ pub struct NewEvent {
     pub kind: EventKind,
     /// The target user (DIRECT, DISCONNECT).
     pub user_id: Option<String>,
-    /// The payload (empty for DISCONNECT).
+    /// The payload (empty for DISCONNECT, the jti for REVOKE_JWT).
     pub data: String,
 }
 
@@ -72,6 +77,9 @@ impl Event {
             EventKind::Direct | EventKind::Disconnect => {
                 user_id.is_some() && self.user_id.as_deref() == user_id
             }
+            // Only live connections care: one replaying now had its JWT
+            // checked after the revocation.
+            EventKind::RevokeJwt => false,
         }
     }
 }
@@ -117,6 +125,7 @@ mod tests {
             EventKind::Broadcast,
             EventKind::Direct,
             EventKind::Disconnect,
+            EventKind::RevokeJwt,
         ] {
             assert_eq!(EventKind::from_tag(kind.tag().as_bytes()), Some(kind));
         }
@@ -131,6 +140,11 @@ mod tests {
         assert!(broadcast.is_for(None) && broadcast.is_for(Some("bob")));
         assert!(direct.is_for(Some("alice")) && disconnect.is_for(Some("alice")));
         assert!(!direct.is_for(Some("bob")) && !direct.is_for(None));
+        let revoke_jwt = Event {
+            data: "jti-1".into(),
+            ..event(EventKind::RevokeJwt, None)
+        };
+        assert!(!revoke_jwt.is_for(Some("alice")) && !revoke_jwt.is_for(None));
     }
 
     #[test]

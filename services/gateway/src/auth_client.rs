@@ -65,6 +65,8 @@ pub struct Grant {
 pub struct Verified {
     pub user_id: String,
     pub expires_at: SystemTime,
+    /// The JWT's `jti`; None when it has none (it cannot be revoked by jti).
+    pub jti: Option<String>,
 }
 
 /// A cheap-clone handle to auth.
@@ -238,6 +240,7 @@ impl AuthClient {
         Ok(Verified {
             user_id: response.user_id,
             expires_at: timestamp(response.expires_at)?,
+            jti: (!response.jti.is_empty()).then_some(response.jti),
         })
     }
 

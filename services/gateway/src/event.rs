@@ -12,6 +12,8 @@ pub enum EventAction {
     Direct { user_id: String, data: String },
     /// Close every connection of one user with 4401 (RevokeUser).
     Disconnect { user_id: String },
+    /// Close every connection authenticated with this JWT `jti` with 4401 (RevokeJwt).
+    RevokeJwt { jti: String },
 }
 
 /// One event of auth's stream.

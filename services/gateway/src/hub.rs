@@ -3,12 +3,14 @@
 //!
 //! - [`slot`]: each connection's mailbox (queued frames, a close, a ping);
 //! - [`ping`]: the one task that pings every connection and closes them on shutdown;
-//! - [`revoked`]: recent disconnects, for registrations that raced them.
+//! - [`revoked`]: recent disconnects, for registrations that raced them;
+//! - [`jti`]: connections by their JWT's `jti`, for RevokeJwt.
 //!
 //! Fan-out never waits on a client: a full queue kicks that connection
 //! (1008) instead of slowing the others. Locks are std mutexes over small
 //! shards, never held across an `.await`.
 
+mod jti;
 mod ping;
 mod revoked;
 mod slot;
@@ -21,6 +23,7 @@ use std::task::Waker;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use self::jti::{JtiIndex, JtiKey};
 pub use self::revoked::DisconnectMark;
 use self::revoked::Revocations;
 pub use self::slot::{Frame, Signal, Slot};
@@ -67,6 +70,7 @@ struct Inner {
     /// Set once on shutdown: nobody registers after it.
     closing: AtomicBool,
     replays: Semaphore,
+    jtis: JtiIndex,
 }
 
 /// The connection registry: a cheap-clone handle.
@@ -85,6 +89,7 @@ impl Hub {
                 metrics,
                 closing: AtomicBool::new(false),
                 replays: Semaphore::new(CONCURRENT_REPLAYS),
+                jtis: JtiIndex::new(),
             }),
         }
     }
@@ -154,6 +159,7 @@ impl Hub {
             conn_id,
             user,
             slot,
+            jti: AtomicU64::new(0),
         })
     }
 
@@ -214,6 +220,7 @@ impl Hub {
                     }
                 }
             }
+            EventAction::RevokeJwt { jti } => self.inner.jtis.revoke(jti),
         }
     }
 
@@ -261,9 +268,29 @@ pub struct Registration {
     conn_id: ConnId,
     user: Arc<str>,
     slot: Arc<Slot>,
+    /// The jti this connection is bound to, for RevokeJwt ([`JtiKey`] bits,
+    /// 0: none). Atomic so a shared borrow can rebind it mid-session.
+    jti: AtomicU64,
 }
 
 impl Registration {
+    /// Binds the connection to the jti of the JWT it now holds (None: a JWT
+    /// without jti), in place of the previous one: after a refresh only the
+    /// new JWT's revocation closes it. Refused (4401) when that jti was
+    /// revoked while the JWT was being verified.
+    pub fn bind_jti(&self, jti: Option<&str>) -> Result<(), CloseCode> {
+        let jtis = &self.hub.inner.jtis;
+        if let Some(old) = JtiKey::from_bits(self.jti.swap(0, Ordering::Relaxed)) {
+            jtis.unbind(old, self.conn_id);
+        }
+        if let Some(jti) = jti {
+            let key = jtis.key(jti);
+            jtis.bind(key, self.conn_id, &self.slot)?;
+            self.jti.store(key.to_bits(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// This connection's mailbox.
     pub fn slot(&self) -> &Slot {
         &self.slot
@@ -282,6 +309,9 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        if let Some(jti) = JtiKey::from_bits(*self.jti.get_mut()) {
+            self.hub.inner.jtis.unbind(jti, self.conn_id);
+        }
         self.hub.unregister(self.conn_id, &self.user);
     }
 }

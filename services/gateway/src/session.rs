@@ -158,6 +158,11 @@ fn connected<'a>(
             }
         };
         drop(verified.user_id);
+        if let Err(code) = registration.bind_jti(verified.jti.as_deref()) {
+            tracing::info!("jwt revoked while it was verified");
+            return End::Close(code);
+        }
+        drop(verified.jti);
         let slot = registration.slot();
         let socket_waker = registration.socket_waker();
         let mut expiry = pin!(sleep_until(expiry_instant(verified.expires_at)));
@@ -273,7 +278,14 @@ fn connected<'a>(
                     expiry.as_mut().reset(Instant::now() + EXPIRY_RECHECK_GRACE);
                 }
                 verdict = poll_fn(|cx| refresh.poll_verdict(cx, registration.user())) => match verdict {
-                    Ok(Some(expires_at)) => expiry.as_mut().reset(expiry_instant(expires_at)),
+                    Ok(Some(fresh)) => {
+                        // From now on only the new JWT's revocation closes it.
+                        if let Err(code) = registration.bind_jti(fresh.jti.as_deref()) {
+                            tracing::info!("refresh jwt revoked while it was verified");
+                            return End::Close(code);
+                        }
+                        expiry.as_mut().reset(expiry_instant(fresh.expires_at));
+                    }
                     Ok(None) => {}
                     Err(code) => return End::Close(code),
                 },

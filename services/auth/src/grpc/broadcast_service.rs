@@ -65,6 +65,7 @@ fn to_proto(event: &Event) -> proto::Event {
         EventKind::Broadcast => ProtoKind::Broadcast,
         EventKind::Direct => ProtoKind::Direct,
         EventKind::Disconnect => ProtoKind::Disconnect,
+        EventKind::RevokeJwt => ProtoKind::RevokeJwt,
     };
     proto::Event {
         id: event.id.to_string(),

@@ -33,6 +33,15 @@ fn decode_event(event: proto::Event) -> Result<Event, Unreadable> {
         proto::EventKind::Disconnect if !event.user_id.is_empty() => EventAction::Disconnect {
             user_id: event.user_id,
         },
+        proto::EventKind::RevokeJwt if !event.data.is_empty() => {
+            EventAction::RevokeJwt { jti: event.data }
+        }
+        proto::EventKind::RevokeJwt => {
+            return Err(Unreadable {
+                id: Some(id),
+                what: "revoke_jwt event without jti",
+            });
+        }
         proto::EventKind::Direct | proto::EventKind::Disconnect => {
             return Err(Unreadable {
                 id: Some(id),

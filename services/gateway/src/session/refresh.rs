@@ -78,14 +78,14 @@ impl Refresh {
     }
 
     /// The verdict on the refresh in flight (pending while there is none):
-    /// `Some(exp)` of a JWT verified for `user`, `None` when it could not be
+    /// the JWT verified for `user` (its exp and jti now hold), `None` when it could not be
     /// checked before the current one expires (retried at exp), or the code
     /// to close with.
     pub(super) fn poll_verdict(
         &mut self,
         cx: &mut Context<'_>,
         user: &str,
-    ) -> Poll<Result<Option<SystemTime>, CloseCode>> {
+    ) -> Poll<Result<Option<Verified>, CloseCode>> {
         let Self::Verifying { check, past_exp } = self else {
             return Poll::Pending;
         };
@@ -95,7 +95,7 @@ impl Refresh {
         Poll::Ready(match verified {
             Ok(fresh) if fresh.user_id == user => {
                 tracing::debug!("jwt refreshed");
-                Ok(Some(fresh.expires_at))
+                Ok(Some(fresh))
             }
             Ok(_) => {
                 tracing::info!("refresh jwt is for another user");
@@ -153,7 +153,9 @@ mod tests {
     }
 
     async fn verdict(refresh: &mut Refresh) -> Result<Option<SystemTime>, CloseCode> {
-        poll_fn(|cx| refresh.poll_verdict(cx, "alice")).await
+        poll_fn(|cx| refresh.poll_verdict(cx, "alice"))
+            .await
+            .map(|fresh| fresh.map(|fresh| fresh.expires_at))
     }
 
     #[tokio::test]
