@@ -332,7 +332,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn broadcast(id: &str) -> Event {
+    pub(crate) fn broadcast(id: &str) -> Event {
         event(id, EventAction::Broadcast { data: "d".into() })
     }
 

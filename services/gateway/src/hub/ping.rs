@@ -33,13 +33,24 @@ impl Hub {
         }
     }
 
-    /// Closes every registered connection with `code` and refuses new ones.
+    /// Closes every registered connection with `code` once the frames
+    /// already queued for it are sent, and refuses new ones. A client that
+    /// does not read cannot hold this beyond the shutdown grace: `run` stops
+    /// waiting for its session then.
     fn close_all(&self, code: CloseCode) {
         self.inner.closing.store(true, Ordering::Release);
+        let mut wakers = Vec::new();
         for shard in &self.inner.shards {
-            for member in lock(shard).users.values().flatten() {
-                member.slot.kick(code);
-            }
+            let shard = lock(shard);
+            wakers.extend(
+                shard
+                    .users
+                    .values()
+                    .flatten()
+                    .filter_map(|m| m.slot.close_after_queue(code)),
+            );
+            drop(shard);
+            wake_all(&mut wakers);
         }
     }
 
@@ -146,5 +157,34 @@ mod tests {
             Some(CloseCode::GoingAway),
             "nobody registers after shutdown"
         );
+    }
+
+    #[test]
+    fn shutdown_closes_after_the_queued_frames_and_queues_nothing_more() {
+        let hub = Hub::new(Metrics::default());
+        let busy = register(&hub, "busy", 8);
+        let idle = register(&hub, "idle", 8);
+        for i in 0..3 {
+            hub.deliver(&crate::hub::tests::broadcast(&format!("e:{i}-0")));
+        }
+        // The idle one has read its frames already.
+        for _ in 0..3 {
+            assert!(matches!(now(idle.slot()), Some(Signal::Frame(_))));
+        }
+        hub.close_all(CloseCode::GoingAway);
+        hub.deliver(&crate::hub::tests::broadcast("e:9-0"));
+        for i in 0..3 {
+            match now(busy.slot()) {
+                Some(Signal::Frame(frame)) => {
+                    assert_eq!(
+                        frame.id,
+                        Some(format!("e:{i}-0").parse().expect("valid id"))
+                    );
+                }
+                other => panic!("expected queued frame {i}, got {other:?}"),
+            }
+        }
+        assert_eq!(close(busy.slot()), Some(CloseCode::GoingAway));
+        assert_eq!(close(idle.slot()), Some(CloseCode::GoingAway));
     }
 }

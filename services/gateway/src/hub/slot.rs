@@ -54,6 +54,9 @@ struct SlotState {
     capacity: u32,
     /// The first close requested wins.
     kick: Option<CloseCode>,
+    /// A close that waits for the queued frames (shutdown): no frame is
+    /// queued after it, and a kick still overrides it.
+    close_after_queue: Option<CloseCode>,
     ping: bool,
     waker: Option<Waker>,
 }
@@ -65,6 +68,7 @@ impl Slot {
                 queue: VecDeque::new(),
                 capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
                 kick: None,
+                close_after_queue: None,
                 ping: false,
                 waker: None,
             }),
@@ -77,7 +81,7 @@ impl Slot {
     #[must_use]
     pub(super) fn offer(&self, frame: &Arc<Frame>) -> Option<Waker> {
         let mut state = lock(&self.state);
-        if state.kick.is_some() {
+        if state.kick.is_some() || state.close_after_queue.is_some() {
             return None;
         }
         if state.queue.len() >= state.capacity as usize {
@@ -106,6 +110,18 @@ impl Slot {
         }
     }
 
+    /// Asks for a close with `code` once the frames queued so far are sent
+    /// (a shutdown's drain); the waker to wake is returned, as for `offer`.
+    #[must_use]
+    pub(super) fn close_after_queue(&self, code: CloseCode) -> Option<Waker> {
+        let mut state = lock(&self.state);
+        if state.kick.is_some() || state.close_after_queue.is_some() {
+            return None;
+        }
+        state.close_after_queue = Some(code);
+        state.waker.take()
+    }
+
     #[must_use]
     pub(super) fn ping(&self) -> Option<Waker> {
         let mut state = lock(&self.state);
@@ -114,7 +130,7 @@ impl Slot {
     }
 
     /// The next thing the hub wants: a close before anything else, then
-    /// queued frames in order, then a ping.
+    /// queued frames in order, then a close after the queue, then a ping.
     pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<Signal> {
         let mut state = lock(&self.state);
         if let Some(code) = state.kick {
@@ -125,6 +141,9 @@ impl Slot {
                 state.queue = VecDeque::new();
             }
             return Poll::Ready(Signal::Frame(frame));
+        }
+        if let Some(code) = state.close_after_queue {
+            return Poll::Ready(Signal::Close(code));
         }
         if std::mem::take(&mut state.ping) {
             return Poll::Ready(Signal::Ping);
