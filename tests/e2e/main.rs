@@ -18,6 +18,7 @@
 //! - `discovery`: `AUTH_URL=dns:///localhost:PORT` through the system resolver;
 //! - `otel`: one handshake is one OTLP trace across the gateway and auth;
 //! - `gateway_tls`: the gateway as a TLS client of auth: mTLS, refusals, rotation;
+//! - `listener_tls`: HTTPS and `wss://` on the gateway's own listener, rotation, plain HTTP refused;
 //! - `faults`: auth or Redis going away;
 //! - `redis_failover`: a Cluster or Sentinel master killed under the stack: 503s, then service, no silent loss;
 //! - `redis_modes`: the core flows once per Redis deployment (standalone, Cluster, Sentinel);
@@ -39,6 +40,7 @@ mod gap;
 mod gateway_tls;
 mod handshake;
 mod limits;
+mod listener_tls;
 mod memory;
 mod metrics;
 mod otel;

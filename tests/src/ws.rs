@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::gateway::TestGateway;
 use crate::jwt::Jwt;
+use crate::tls_client::{self, Stream};
 
 /// The default deadline of one step (connect, send, receive one frame).
 pub const STEP: Duration = Duration::from_secs(10);
@@ -35,7 +36,7 @@ pub type Refused = u16;
 
 /// One WebSocket connection to a gateway.
 pub struct WsClient {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Box<dyn Stream>>,
     user: Option<String>,
 }
 
@@ -79,7 +80,7 @@ impl WsClient {
             if let Some(size) = recv_buffer {
                 socket.set_recv_buffer_size(size)?;
             }
-            let stream = socket.connect(gateway).await?;
+            let stream: Box<dyn Stream> = Box::new(socket.connect(gateway).await?);
             tokio_tungstenite::client_async(request, stream).await
         };
         match tokio::time::timeout(STEP, upgrade).await {
@@ -88,6 +89,33 @@ impl WsClient {
             Ok(Err(e)) => panic!("WebSocket upgrade to {gateway}{path_and_query} failed: {e}"),
             Err(_) => panic!("WebSocket upgrade to {gateway} got no answer within {STEP:?}"),
         }
+    }
+
+    /// Upgrades `GET path_and_query` over `wss://`, trusting `ca_pem`.
+    /// `Err(status)` when the gateway answers anything but `101`.
+    pub async fn connect_tls(
+        gateway: SocketAddr,
+        ca_pem: &str,
+        path_and_query: &str,
+    ) -> Result<Self, Refused> {
+        let request = format!("wss://localhost:{}{path_and_query}", gateway.port())
+            .into_client_request()
+            .expect("a wss:// URL is a valid request");
+        let upgrade = async {
+            let stream: Box<dyn Stream> = Box::new(tls_client::connect(gateway, ca_pem).await?);
+            tokio_tungstenite::client_async(request, stream).await
+        };
+        match tokio::time::timeout(STEP, upgrade).await {
+            Ok(Ok((ws, _response))) => Ok(Self { ws, user: None }),
+            Ok(Err(tungstenite::Error::Http(response))) => Err(response.status().as_u16()),
+            Ok(Err(e)) => panic!("wss upgrade to {gateway}{path_and_query} failed: {e}"),
+            Err(_) => panic!("wss upgrade to {gateway} got no answer within {STEP:?}"),
+        }
+    }
+
+    /// Marks this client as authenticated as `user` (after its `auth_ok`).
+    pub fn set_user(&mut self, user: &str) {
+        self.user = Some(user.to_string());
     }
 
     /// The whole flow for `user`: mint a JWT, `GET /token/ws`, upgrade, send

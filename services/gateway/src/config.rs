@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use wsauth_shared::telemetry::LogFormat;
+use wsauth_shared::tls::TlsFiles;
+
+/// Only one of the listener's certificate and key is set.
+#[derive(Debug, thiserror::Error)]
+#[error("GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE must be set together")]
+pub struct HalfTlsPair;
 
 use crate::client_ip::Cidr;
 
@@ -61,6 +67,15 @@ pub struct Config {
     /// the `dns:///` name): needed when a certificate names a service, not its IPs.
     #[arg(long, env = "AUTH_TLS_SERVER_NAME")]
     pub auth_tls_server_name: Option<String>,
+
+    /// Certificate chain (PEM, leaf first) for serving HTTPS and `wss://` on
+    /// GATEWAY_LISTEN; with GATEWAY_TLS_KEY_FILE. Re-read when it changes.
+    #[arg(long, env = "GATEWAY_TLS_CERT_FILE", requires = "gateway_tls_key_file")]
+    pub gateway_tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of GATEWAY_TLS_CERT_FILE.
+    #[arg(long, env = "GATEWAY_TLS_KEY_FILE", requires = "gateway_tls_cert_file")]
+    pub gateway_tls_key_file: Option<PathBuf>,
 
     /// The key sent to auth as `authorization: Bearer <key>`.
     #[arg(long, env = "AUTH_API_KEY", value_parser = parse_secret)]
@@ -156,6 +171,8 @@ impl Config {
             auth_tls_cert_file: None,
             auth_tls_key_file: None,
             auth_tls_server_name: None,
+            gateway_tls_cert_file: None,
+            gateway_tls_key_file: None,
             auth_api_key: None,
             gateway_id: None,
             auth_timeout_s: 10,
@@ -192,6 +209,20 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_s)
+    }
+
+    /// The files of the gateway's own TLS listener: `None` serves plain
+    /// HTTP; half a pair (possible when built without clap) is refused.
+    pub fn listener_tls_files(&self) -> Result<Option<TlsFiles>, HalfTlsPair> {
+        match (&self.gateway_tls_cert_file, &self.gateway_tls_key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: None,
+            })),
+            _ => Err(HalfTlsPair),
+        }
     }
 
     /// The configured id, else `<hostname>-<pid>`, else a random one.
@@ -340,6 +371,49 @@ mod tests {
         assert_eq!(
             config.auth_tls_server_name.as_deref(),
             Some("auth.internal")
+        );
+    }
+
+    #[test]
+    fn the_listener_certificate_needs_its_key_and_the_other_way_round() {
+        for flag in [
+            "--gateway-tls-cert-file=/c.pem",
+            "--gateway-tls-key-file=/k.pem",
+        ] {
+            let error = Config::try_parse_from(["wsauth-gateway", flag])
+                .expect_err("half a pair")
+                .to_string();
+            assert!(
+                error.contains("--gateway-tls-cert-file")
+                    && error.contains("--gateway-tls-key-file"),
+                "{error}"
+            );
+        }
+        let config = Config::try_parse_from([
+            "wsauth-gateway",
+            "--gateway-tls-cert-file=/c.pem",
+            "--gateway-tls-key-file=/k.pem",
+        ])
+        .expect("both halves");
+        let files = config
+            .listener_tls_files()
+            .expect("a pair")
+            .expect("TLS on");
+        assert_eq!(files.cert, PathBuf::from("/c.pem"));
+        assert_eq!(files.client_ca, None);
+
+        let mut half = Config::with_auth_url("http://a:1");
+        half.gateway_tls_key_file = Some("/k.pem".into());
+        let error = half
+            .listener_tls_files()
+            .expect_err("half a pair")
+            .to_string();
+        assert!(error.contains("GATEWAY_TLS_CERT_FILE") && error.contains("GATEWAY_TLS_KEY_FILE"));
+        assert!(
+            Config::with_auth_url("http://a:1")
+                .listener_tls_files()
+                .unwrap()
+                .is_none()
         );
     }
 

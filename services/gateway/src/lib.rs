@@ -11,6 +11,7 @@
 //!    [`event`]s from auth's Subscribe stream, and whose driver pings every socket.
 //!
 //! [`presence::Reporter`] tells auth what this gateway holds, for operators.
+//! With GATEWAY_TLS_* the listener speaks HTTPS and `wss://` ([`tls`]).
 //!
 //! [`run`] owns the server; `main.rs` only parses config and binds.
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod session;
 pub mod socket;
 pub mod state;
 pub mod subscriber;
+pub mod tls;
 
 use std::future::Future;
 use std::pin::pin;
@@ -47,8 +49,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
+use wsauth_shared::tls::{RELOAD_INTERVAL, ReloadingServerConfig, TlsError};
+
 use crate::auth_client::{AuthClient, ClientConfigError, ClientSettings};
 pub use crate::config::Config;
+use crate::config::HalfTlsPair;
 use crate::metrics::Metrics;
 pub use crate::routes::app;
 use crate::state::AppState;
@@ -64,6 +69,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum RunError {
     #[error(transparent)]
     AuthClient(#[from] ClientConfigError),
+    #[error(transparent)]
+    HalfTlsPair(#[from] HalfTlsPair),
+    #[error("gateway listener TLS: {0}")]
+    ListenerTls(#[from] TlsError),
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then closes
@@ -73,6 +82,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    // Bad certificate files stop the start, before anything else runs.
+    let tls = match config.listener_tls_files()? {
+        Some(files) => Some(tls::load(files).await?),
+        None => None,
+    };
     let metrics = Metrics::default();
     let auth = AuthClient::from_settings(ClientSettings::from_config(&config), metrics.clone())?;
     let state = AppState::new(&config, auth.clone(), metrics.clone());
@@ -110,12 +124,21 @@ pub async fn run(
             .drive(config.ping_interval(), cancel.clone()),
     );
 
+    if let Some(tls) = &tls {
+        tracing::info!("serving HTTPS and wss://");
+        tracker.spawn(
+            tls.clone()
+                .watch(RELOAD_INTERVAL, cancel.clone().cancelled_owned()),
+        );
+    }
+
     let server = serve(
         listener,
         app(state),
         cancel.clone(),
         tracker.clone(),
         HEADER_READ_TIMEOUT,
+        tls,
     );
     let mut server = tokio::spawn(server);
 
@@ -154,12 +177,17 @@ pub async fn run(
 /// connection finishes its current request; upgraded sockets are no longer
 /// hyper's and are closed by their sessions. Connection tasks run on
 /// `tracker`, so shutdown can wait for them.
+///
+/// With `tls`, each connection first completes a TLS handshake within
+/// [`tls::HANDSHAKE_TIMEOUT`] (in its own task, so a slow one holds up no
+/// other), then is served the same way over the encrypted stream.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     cancel: CancellationToken,
     tracker: TaskTracker,
     header_read_timeout: Duration,
+    tls: Option<ReloadingServerConfig>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -191,11 +219,22 @@ pub async fn serve(
                 request
             },
         ));
-        let connection = http
-            .serve_connection(TokioIo::new(tcp), service)
-            .with_upgrades();
+        let http = http.clone();
+        let tls = tls.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
+            let stream: Box<dyn tls::Stream> = match &tls {
+                None => Box::new(tcp),
+                Some(tls) => {
+                    match tls::handshake(tls, tcp, peer, tls::HANDSHAKE_TIMEOUT, &cancel).await {
+                        Some(stream) => stream,
+                        None => return,
+                    }
+                }
+            };
+            let connection = http
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             let mut connection = pin!(connection);
             let served = tokio::select! {
                 served = connection.as_mut() => served,

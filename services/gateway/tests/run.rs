@@ -118,6 +118,7 @@ async fn spawn_serve(header_read_timeout: Duration) -> (SocketAddr, Cancellation
         cancel.clone(),
         TaskTracker::new(),
         header_read_timeout,
+        None,
     ));
     (addr, cancel)
 }
