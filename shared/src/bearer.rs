@@ -41,3 +41,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "bearer_props.rs"]
+mod props;

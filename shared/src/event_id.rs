@@ -159,3 +159,7 @@ mod tests {
         assert!(!id("ab:1-0").is_at_or_before(&id("cd:9-0")));
     }
 }
+
+#[cfg(test)]
+#[path = "event_id_props.rs"]
+mod props;

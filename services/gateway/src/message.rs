@@ -46,7 +46,7 @@ impl ClientFrame {
     ///
     /// [`AuthClient::verify_jwt`]: crate::auth_client::AuthClient::verify_jwt
     pub fn parse_first(text: &str) -> Result<(SecretString, Option<EventId>), FrameError> {
-        let raw: RawFrame = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
+        let raw = RawFrame::parse(text).ok_or(FrameError::NotJson)?;
         let token = jwt_token(&raw)?;
         let since = match raw.since {
             None => None,
@@ -64,13 +64,25 @@ impl ClientFrame {
         if !text.contains("jwt") {
             return Self::Other;
         }
-        let Ok(raw) = serde_json::from_str::<RawFrame>(text) else {
+        let Some(raw) = RawFrame::parse(text) else {
             return Self::Other;
         };
         match jwt_token(&raw) {
             Ok(token) => Self::Jwt { token },
             Err(_) => Self::Other,
         }
+    }
+}
+
+impl RawFrame {
+    /// A JSON object's fields. Only an object: serde would also read the
+    /// struct from an array (`["jwt","<token>"]`), which is no jwt frame.
+    fn parse(text: &str) -> Option<Self> {
+        let json_whitespace = [' ', '\t', '\n', '\r'];
+        if !text.trim_start_matches(json_whitespace).starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(text).ok()
     }
 }
 
@@ -247,3 +259,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "message_props.rs"]
+mod props;

@@ -70,3 +70,7 @@ mod tests {
         assert_eq!(seconds_until(SystemTime::UNIX_EPOCH), 0);
     }
 }
+
+#[cfg(test)]
+#[path = "token_props.rs"]
+mod props;

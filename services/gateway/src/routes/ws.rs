@@ -231,3 +231,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "ws_props.rs"]
+mod props;
