@@ -203,32 +203,39 @@ async fn plain_http_and_a_silent_client_on_the_tls_port_are_dropped_promptly() {
     );
 }
 
+/// Runs the gateway with `env` until it exits (it must, within [`STEP`];
+/// killed otherwise): its stderr.
+async fn refused_start(env: &[(&str, &str)]) -> String {
+    let mut command = tokio::process::Command::new(wsauth_tests::bin_path("wsauth-gateway"));
+    command
+        .env("GATEWAY_LISTEN", "127.0.0.1:0")
+        .env("AUTH_URL", "http://127.0.0.1:9")
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(STEP, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("the gateway with {env:?} still runs after {STEP:?}"))
+        .expect("run the gateway");
+    assert!(!output.status.success(), "{env:?} started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[tokio::test]
 async fn half_a_certificate_pair_or_unreadable_files_stop_the_start() {
-    for (name, value) in [
+    for half in [
         ("GATEWAY_TLS_CERT_FILE", "/nonexistent/cert.pem"),
         ("GATEWAY_TLS_KEY_FILE", "/nonexistent/key.pem"),
     ] {
-        let output = std::process::Command::new(wsauth_tests::bin_path("wsauth-gateway"))
-            .env(name, value)
-            .env("GATEWAY_LISTEN", "127.0.0.1:0")
-            .output()
-            .expect("run the gateway");
-        assert!(!output.status.success());
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = refused_start(&[half]).await;
         assert!(
             stderr.contains("--gateway-tls-cert-file") && stderr.contains("--gateway-tls-key-file"),
             "{stderr}"
         );
     }
-    let output = std::process::Command::new(wsauth_tests::bin_path("wsauth-gateway"))
-        .env("GATEWAY_TLS_CERT_FILE", "/nonexistent/cert.pem")
-        .env("GATEWAY_TLS_KEY_FILE", "/nonexistent/key.pem")
-        .env("GATEWAY_LISTEN", "127.0.0.1:0")
-        .env("AUTH_URL", "http://127.0.0.1:9")
-        .output()
-        .expect("run the gateway");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(&[
+        ("GATEWAY_TLS_CERT_FILE", "/nonexistent/cert.pem"),
+        ("GATEWAY_TLS_KEY_FILE", "/nonexistent/key.pem"),
+    ])
+    .await;
     assert!(stderr.contains("/nonexistent/cert.pem"), "{stderr}");
 }
