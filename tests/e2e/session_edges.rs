@@ -169,3 +169,53 @@ async fn a_since_replay_longer_than_one_history_page_arrives_whole_and_in_order(
     let live = auth.publish("live", None).await;
     assert_eq!(alice.recv_type("broadcast", STEP).await["id"], live);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_replaying_cannot_starve_another_clients_replay() {
+    let stack = Cluster::single(AuthOptions::default(), GatewayOptions::default()).await;
+    stack.wait_ready().await;
+    let first = stack.auth().publish("replay-start", None).await;
+    let payload = "r".repeat(32 * 1024);
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = stack.auth().publish(&payload, None).await;
+    }
+    // More slow replays than the gateway has permits (32), each blocked
+    // writing a few MiB to a client that never reads.
+    let mut slow = Vec::new();
+    for i in 0..40 {
+        let user = format!("slow-{i}");
+        let jwt = Jwt::for_user(&user).sign();
+        let token = stack.gateway().ws_token(&jwt).await;
+        let mut client = WsClient::connect_to(
+            stack.gateway().addr(),
+            &format!("/ws?token={token}"),
+            &[],
+            Some(4096),
+        )
+        .await
+        .expect("upgrade");
+        client
+            .send_json(&serde_json::json!({"type": "jwt", "token": jwt, "since": first}))
+            .await;
+        slow.push(client);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let started = std::time::Instant::now();
+    let mut fresh = WsClient::authenticated_with(
+        stack.gateway(),
+        &Jwt::for_user("fresh").sign(),
+        "fresh",
+        Some(&first),
+    )
+    .await;
+    let replayed = collect_events(&mut fresh, "r", 100, STEP).await;
+    assert_eq!(replayed.last().expect("100 events")["id"], last);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the replay waited {:?} behind slow readers",
+        started.elapsed()
+    );
+    drop(slow);
+}

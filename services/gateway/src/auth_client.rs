@@ -32,22 +32,20 @@ use wsauth_shared::proto::{
 };
 use wsauth_shared::trace_context;
 
+pub use self::decode::HistoryPage;
+use self::decode::timestamp;
 pub use self::decode::{EventStream, Incoming, Unreadable};
-use self::decode::{HistoryPage, timestamp};
 pub use self::discovery::{Resolve, SystemResolver};
 use self::endpoints::Endpoints;
 pub use self::error::{AuthCallError, ErrorKind};
 pub use self::settings::{ClientConfigError, ClientSettings};
 pub use self::tls::{ClientTlsError, ClientTlsFiles};
-use crate::event::{Event, EventId, Start};
+use crate::event::Start;
 use crate::metrics::{AuthMethod, Metrics};
 
 /// Events asked for per History call: small answers, well under the
 /// decoding limit even with events at auth's default `MAX_EVENT_BYTES`.
 const HISTORY_PAGE_LIMIT: u32 = 64;
-/// Events [`AuthClient::history`] gathers (over several small calls) before
-/// returning: auth's default page, which callers of `history` expect.
-const HISTORY_BATCH: usize = 1000;
 /// Largest answer the gateway decodes (tonic's default is 4 MiB, less than
 /// 64 events of 64 KiB plus framing). A page still too large is halved.
 const MAX_DECODING_BYTES: usize = 16 * 1024 * 1024;
@@ -287,25 +285,16 @@ impl AuthClient {
         }
     }
 
-    /// The retained events from `start` for everyone or `user_id`, oldest
-    /// first: up to 1000 (auth's default page), gathered from small History
-    /// calls so no one answer is large. Unreadable events are left out.
+    /// One page of the retained events from `start` for everyone or
+    /// `user_id`, oldest first: at most 64, so a caller paging through
+    /// History holds one small page at a time. Unreadable events are left
+    /// out but still move [`HistoryPage::last_id`].
     pub async fn history(
         &self,
         start: Start<'_>,
         user_id: &str,
-    ) -> Result<Vec<Event>, AuthCallError> {
-        let mut events = Vec::new();
-        let mut after: Option<EventId> = None;
-        loop {
-            let from = after.as_ref().map_or(start, Start::After);
-            let page = self.history_page(from, user_id, HISTORY_PAGE_LIMIT).await?;
-            events.extend(page.events);
-            match page.last_id {
-                Some(last) if !page.complete && events.len() < HISTORY_BATCH => after = Some(last),
-                _ => return Ok(events),
-            }
-        }
+    ) -> Result<HistoryPage, AuthCallError> {
+        self.history_page(start, user_id, HISTORY_PAGE_LIMIT).await
     }
 
     /// Opens the Subscribe stream from `start` (`None`: live events only);

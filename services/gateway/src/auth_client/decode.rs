@@ -90,7 +90,7 @@ impl EventStream {
 
 /// One page of History.
 #[derive(Debug, Default)]
-pub(super) struct HistoryPage {
+pub struct HistoryPage {
     /// The readable events, oldest first.
     pub events: Vec<Event>,
     /// The id of the page's last event, readable or not: where the next page starts.

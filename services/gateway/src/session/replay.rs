@@ -1,5 +1,13 @@
 //! A `since` reconnect: `auth_ok`, then the retained events after the
-//! client's id, sent before the live events, under one permit and deadline.
+//! client's id, sent before the live events, page by page under one deadline.
+//!
+//! Each History call holds one of the hub's replay permits (tokio's
+//! semaphore: first come, first served) only while auth answers, never while
+//! the page is written to the client: a slow reader cannot keep the permits
+//! from others. A session waits at most [`PERMIT_WAIT`] for one; then it closes
+//! with 1011 like any History that auth cannot serve (the client reconnects
+//! with the same `since` and misses nothing). Memory per replay is one page
+//! (at most 64 events).
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -10,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::End;
 use super::send::send;
-use crate::auth_client::AuthCallError;
+use crate::auth_client::{AuthCallError, HistoryPage};
 use crate::close::CloseCode;
 use crate::event::{Event, EventAction, EventId, Start};
 use crate::hub::Slot;
@@ -19,9 +27,16 @@ use crate::socket::Socket;
 use crate::state::AppState;
 
 /// A replay gives up (1008, the client reconnects from the last id it got)
-/// after this many History pages or this long.
-const REPLAY_MAX_PAGES: usize = 200;
+/// after this many History pages (of at most 64 events) or this long.
+const REPLAY_MAX_PAGES: usize = 4096;
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a History call waits for a replay permit.
+pub(super) const PERMIT_WAIT: Duration = Duration::from_secs(2);
+
+fn busy() -> End {
+    tracing::warn!("every history replay permit stayed taken; the client retries");
+    End::Close(CloseCode::AuthUnavailable)
+}
 
 fn gave_up() -> End {
     tracing::warn!("history replay over its limits; the client resumes on reconnect");
@@ -34,7 +49,7 @@ fn unavailable(error: &AuthCallError) -> End {
 }
 
 /// Sends `auth_ok` and then the retained events after `since` meant for
-/// `user_id`, page by page, holding one permit among all sessions.
+/// `user_id`, page by page.
 ///
 /// A `since` auth refuses (older than retention, another epoch, or ahead of
 /// the stream: the client's state is from a stream auth no longer has) is a
@@ -57,11 +72,6 @@ pub(super) async fn replay(
     since: EventId,
 ) -> Result<Option<EventId>, End> {
     let deadline = Instant::now() + REPLAY_TIMEOUT;
-    let _permit = tokio::select! {
-        biased;
-        code = poll_fn(|cx| slot.poll_kick(cx)) => return Err(End::Close(code)),
-        permit = timeout_at(deadline, state.hub.replay_permit()) => permit.map_err(|_| gave_up())?,
-    };
     let (mut events, gap) = match page(state, slot, deadline, Start::After(&since), user_id).await?
     {
         Ok(events) => (events, false),
@@ -77,10 +87,10 @@ pub(super) async fn replay(
     let mut boundary = (!gap).then_some(since);
     for _ in 0..REPLAY_MAX_PAGES {
         // The page size is auth's to choose: only an empty page is the end.
-        let Some(last) = events.last().map(|event| event.id.clone()) else {
+        let Some(last) = events.last_id.take() else {
             return Ok(boundary);
         };
-        for event in events {
+        for event in std::mem::take(&mut events.events) {
             let Some(text) = frame_for(&event, user_id) else {
                 continue;
             };
@@ -111,21 +121,28 @@ pub(super) async fn replay(
     Err(gave_up())
 }
 
-/// One History batch from `start`, given up on when the session is kicked
-/// or the replay's deadline passes.
+/// One History page from `start`, under a replay permit (waited for at most
+/// [`PERMIT_WAIT`]); given up on when the session is kicked or the replay's
+/// deadline passes.
 async fn page(
     state: &AppState,
     slot: &Slot,
     deadline: Instant,
     start: Start<'_>,
     user_id: &str,
-) -> Result<Result<Vec<Event>, AuthCallError>, End> {
+) -> Result<Result<HistoryPage, AuthCallError>, End> {
+    let call = async {
+        let permit = tokio::time::timeout(PERMIT_WAIT, state.hub.replay_permit())
+            .await
+            .map_err(|_| busy())?;
+        let page = state.auth.history(start, user_id).await;
+        drop(permit);
+        Ok(page)
+    };
     tokio::select! {
         biased;
         code = poll_fn(|cx| slot.poll_kick(cx)) => Err(End::Close(code)),
-        page = timeout_at(deadline, Box::pin(state.auth.history(start, user_id))) => {
-            page.map_err(|_| gave_up())
-        }
+        page = timeout_at(deadline, Box::pin(call)) => page.map_err(|_| gave_up())?,
     }
 }
 
