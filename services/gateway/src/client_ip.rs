@@ -37,10 +37,17 @@ impl FromStr for Cidr {
                 .filter(|prefix| *prefix <= max)
                 .ok_or_else(|| format!("{value:?}: the prefix length must be 0 to {max}"))?,
         };
-        Ok(Self {
-            network: canonical(network),
-            prefix,
-        })
+        // `::ffff:10.0.0.0/104` is the IPv4 block 10.0.0.0/8, matched as IPv4.
+        let (network, prefix) = match (network, canonical(network)) {
+            (IpAddr::V6(_), IpAddr::V4(v4)) => {
+                let prefix = prefix.checked_sub(96).ok_or_else(|| {
+                    format!("{value:?}: an IPv4-mapped block needs a prefix of 96 to 128")
+                })?;
+                (IpAddr::V4(v4), prefix)
+            }
+            _ => (network, prefix),
+        };
+        Ok(Self { network, prefix })
     }
 }
 
@@ -104,7 +111,7 @@ impl TrustedProxies {
             .collect();
         let mut client = peer;
         for hop in hops.iter().rev() {
-            match hop.trim().parse::<IpAddr>() {
+            match parse_hop(hop) {
                 Ok(addr) if self.trusts(addr) => client = canonical(addr),
                 Ok(addr) => return canonical(addr),
                 // Garbage where an address should be: the last trusted hop is
@@ -114,6 +121,17 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, or (as some load balancers
+/// write) an address with a port, `1.2.3.4:5678` or `[2001:db8::1]:443`.
+fn parse_hop(hop: &str) -> Result<IpAddr, std::net::AddrParseError> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>().or_else(|error| {
+        hop.parse::<std::net::SocketAddr>()
+            .map(|addr| addr.ip())
+            .map_err(|_| error)
+    })
 }
 
 #[cfg(test)]
@@ -201,6 +219,11 @@ mod tests {
             proxies.client_ip(peer, &xff(&["198.51.100.7, nonsense, 10.0.0.9"])),
             ip("10.0.0.9"),
             "garbage stops the walk at the last trusted hop"
+        );
+        assert_eq!(
+            proxies.client_ip(peer, &xff(&["198.51.100.7:41234, [2001:db8::1]:443"])),
+            ip("2001:db8::1"),
+            "entries with a port"
         );
     }
 }

@@ -35,11 +35,12 @@ pub fn app(state: AppState) -> Router {
             "/token/ws",
             get(token::issue)
                 .options(cors::preflight)
+                // Inside CORS, so a 429 carries the CORS headers a page needs to read it.
+                .layer(middleware::from_fn_with_state(state.clone(), limit_per_ip))
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
                     cors::allow_origin,
                 ))
-                .layer(middleware::from_fn_with_state(state.clone(), limit_per_ip))
                 .layer(middleware::from_fn(|request, next| {
                     continue_trace("/token/ws", request, next)
                 })),

@@ -26,7 +26,7 @@ use self::authenticate::{Authenticated, authenticate};
 use self::refresh::{EXPIRY_RECHECK_GRACE, Refresh, expiry_instant};
 use self::replay::replay;
 use self::send::{finish, send};
-use crate::admission::Admitted;
+use crate::admission::{Admitted, PendingPermit};
 use crate::close::CloseCode;
 use crate::hub::{ConnId, Signal};
 use crate::message::{self, ClientFrame};
@@ -85,16 +85,15 @@ pub fn run(
         // Phase 2 and the close are boxed: transient, they should not size
         // the future every idle connection keeps for its whole life.
         let authenticated = Box::pin(authenticate(&mut socket, &state, ws_user)).await;
-        // Verified (or refused): no longer waiting for a first frame.
-        drop(pending);
         let end = match authenticated {
             Ok(authenticated) => {
                 state.metrics.handshake(Handshake::Ok);
                 tracing::info!("authenticated");
-                connected(&mut socket, &state, conn_id, authenticated).await
+                connected(&mut socket, &state, conn_id, authenticated, pending).await
             }
             Err(end) => {
                 state.metrics.handshake(Handshake::Phase2Failed);
+                drop(pending);
                 end
             }
         };
@@ -136,6 +135,7 @@ fn connected<'a>(
     state: &'a AppState,
     conn_id: ConnId,
     authenticated: Authenticated,
+    pending: PendingPermit,
 ) -> impl Future<Output = End> + 'a {
     async move {
         let Authenticated {
@@ -168,10 +168,14 @@ fn connected<'a>(
         let mut expiry = pin!(sleep_until(expiry_instant(verified.expires_at)));
 
         // Live events at or before this id (same epoch) were already replayed.
+        // Counted under MAX_PENDING_AUTH until auth_ok is sent; a `since`
+        // reconnect's auth_ok goes out with its replay, so until that is done.
         let mut replayed_through = match since {
             None => {
                 let auth_ok = Message::Text(message::auth_ok(registration.user(), false).into());
-                if let Err(end) = send(socket, auth_ok, slot, expiry.as_mut()).await {
+                let sent = send(socket, auth_ok, slot, expiry.as_mut()).await;
+                drop(pending);
+                if let Err(end) = sent {
                     return end;
                 }
                 None
@@ -187,6 +191,7 @@ fn connected<'a>(
                     since,
                 ))
                 .await;
+                drop(pending);
                 match replayed {
                     Ok(boundary) => boundary.map(Box::new),
                     Err(end) => return end,

@@ -98,7 +98,13 @@ impl AuthClient {
             if remaining.is_zero() {
                 break;
             }
-            let budget = attempt_budget(remaining, order.len() - tried);
+            // A call that may not be re-sent gets everything left: its timeout
+            // is its answer, so a slow but working auth must not be cut short.
+            let budget = if resend_safe(method) {
+                attempt_budget(remaining, order.len() - tried)
+            } else {
+                remaining
+            };
             let outcome = tokio::time::timeout(budget, attempt(replica.channel.clone())).await;
             match judge(method, outcome) {
                 Attempt::Answer(answer) => {

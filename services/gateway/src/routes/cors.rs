@@ -67,6 +67,11 @@ pub async fn allow_origin(State(state): State<AppState>, request: Request, next:
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
     if let Some(origin) = origin {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        // A 429's Retry-After is not a CORS-safelisted header: name it.
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Retry-After"),
+        );
     }
     response
 }
