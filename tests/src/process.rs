@@ -24,39 +24,67 @@ const MAX_LOG_LINES: usize = 200_000;
 /// How often a log file is re-read for the `listening` line.
 const LOG_FILE_POLL: Duration = Duration::from_millis(20);
 
-/// Every setting of both services: removed from the inherited environment so
-/// the developer's shell cannot change what a test runs.
+/// Every setting of both services (and the tracing exporter's): removed from
+/// the inherited environment so the developer's shell cannot change what a
+/// test runs. A test below keeps it complete.
 const SERVICE_ENV: &[&str] = &[
+    "ADMIN_API_KEYS",
+    "ALLOWED_ORIGINS",
+    "AUTH_API_KEY",
+    "AUTH_CALL_TIMEOUT_MS",
     "AUTH_LISTEN",
     "AUTH_METRICS_LISTEN",
-    "REDIS_URL",
-    "JWT_HS256_SECRET",
-    "JWT_PUBLIC_KEY_FILE",
-    "JWT_JWKS_FILE",
-    "JWT_ISSUER",
-    "JWT_AUDIENCE",
-    "JWT_LEEWAY_S",
-    "WS_TOKEN_TTL_S",
-    "WS_TOKEN_REUSE",
-    "INTERNAL_API_KEYS",
-    "ADMIN_API_KEYS",
-    "MAX_EVENT_BYTES",
-    "EVENT_RETENTION",
-    "REDIS_TIMEOUT_MS",
-    "SHUTDOWN_GRACE_S",
-    "GATEWAY_LISTEN",
-    "AUTH_URL",
-    "AUTH_API_KEY",
-    "GATEWAY_ID",
+    "AUTH_RESOLVE_INTERVAL_S",
     "AUTH_TIMEOUT_S",
-    "MAX_MESSAGE_BYTES",
-    "PING_INTERVAL_S",
-    "ALLOWED_ORIGINS",
-    "AUTH_CALL_TIMEOUT_MS",
-    "SEND_QUEUE_CAPACITY",
-    "MAX_MESSAGES_PER_S",
+    "AUTH_TLS_CA_FILE",
+    "AUTH_TLS_CERT_FILE",
+    "AUTH_TLS_KEY_FILE",
+    "AUTH_TLS_SERVER_NAME",
+    "AUTH_URL",
+    "EVENT_RETENTION",
+    "GATEWAY_ID",
+    "GATEWAY_LISTEN",
+    "GATEWAY_TLS_CERT_FILE",
+    "GATEWAY_TLS_KEY_FILE",
+    "INTERNAL_API_KEYS",
+    "JWT_AUDIENCE",
+    "JWT_HS256_SECRET",
+    "JWT_ISSUER",
+    "JWT_JWKS_FILE",
+    "JWT_LEEWAY_S",
+    "JWT_PUBLIC_KEY_FILE",
     "LOG_FORMAT",
+    "MAX_CONCURRENT_STREAMS",
+    "MAX_CONNECTIONS",
+    "MAX_EVENT_BYTES",
+    "MAX_MESSAGES_PER_S",
+    "MAX_MESSAGE_BYTES",
+    "MAX_PENDING_AUTH",
+    "PER_IP_RATE",
+    "PING_INTERVAL_S",
+    "REDIS_ALLOW_EVICTION",
+    "REDIS_CA_FILE",
+    "REDIS_CLIENT_CERT_FILE",
+    "REDIS_CLIENT_KEY_FILE",
+    "REDIS_CLUSTER_URLS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_URLS",
+    "REDIS_TIMEOUT_MS",
+    "REDIS_URL",
+    "REDIS_WAIT_REPLICAS",
+    "RPC_TIMEOUT_MS",
+    "SEND_QUEUE_CAPACITY",
+    "SHUTDOWN_GRACE_S",
+    "TLS_CERT_FILE",
+    "TLS_CLIENT_CA_FILE",
+    "TLS_KEY_FILE",
+    "TRUSTED_PROXIES",
+    "WS_TOKEN_REUSE",
+    "WS_TOKEN_TTL_S",
     "RUST_LOG",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_SERVICE_NAME",
 ];
 
 /// Where a service binary is found and where its stderr goes.
@@ -278,7 +306,31 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
-    use super::listening_addr;
+    use super::{SERVICE_ENV, listening_addr};
+
+    /// A setting added to either service must be listed, or a developer's
+    /// shell (say, `REDIS_CLUSTER_URLS` beside the test's `REDIS_URL`) would
+    /// change what the tests run.
+    #[test]
+    fn every_setting_of_both_services_is_cleared() {
+        let configs = [
+            include_str!("../../services/auth/src/config.rs"),
+            include_str!("../../services/gateway/src/config.rs"),
+        ];
+        let mut missing = Vec::new();
+        for config in configs {
+            for (at, _) in config.match_indices("env = \"") {
+                let name: String = config[at + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if !SERVICE_ENV.contains(&name.as_str()) {
+                    missing.push(name);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not cleared for tests: {missing:?}");
+    }
 
     #[test]
     fn listening_addr_is_read_from_nested_and_flat_json() {
