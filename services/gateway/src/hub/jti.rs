@@ -10,17 +10,25 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{ConnId, Slot, lock};
 use crate::close::CloseCode;
 
 /// Shards of the jti index: fan-out of a revocation and (un)binding rarely contend.
 const SHARDS: usize = 16;
-/// Revoked jtis remembered per shard, so a session whose JWT was being
-/// verified while it was revoked is refused when it binds. The verify takes
-/// at most one call deadline; more revocations than this in one shard during
-/// it would let such a session through until its JWT expires.
-pub(super) const RECENT_REVOKED: usize = 64;
+/// How long a revoked jti is remembered, so a session whose JWT was being
+/// verified while it was revoked is refused when it binds. Longer than any
+/// verification can take (one call deadline, `AUTH_CALL_TIMEOUT_MS` ≤ 60 s,
+/// failover included), so a burst of revocations cannot push a raced one out
+/// early (a count-bounded memory could be).
+const REVOKED_MEMORY: Duration = Duration::from_secs(120);
+/// Revoked jtis kept per shard within [`REVOKED_MEMORY`] at most (16 bytes
+/// each, ~16 MiB over all shards), so a revocation flood cannot grow memory
+/// without bound; beyond it the oldest is forgotten first.
+const REVOKED_CAPACITY: usize = 65_536;
 
 /// A jti as the hub keys it; never 0, which a connection's binding uses
 /// for "none".
@@ -40,7 +48,25 @@ impl JtiKey {
 #[derive(Default)]
 struct Shard {
     conns: HashMap<JtiKey, Vec<(ConnId, Arc<Slot>)>>,
-    recent: VecDeque<JtiKey>,
+    /// Revoked lately, by when each is forgotten; `expiries` orders them.
+    recent: HashMap<JtiKey, Instant>,
+    expiries: VecDeque<(Instant, JtiKey)>,
+}
+
+impl Shard {
+    /// Forgets revocations past their time (and the oldest beyond capacity).
+    fn forget_old(&mut self, now: Instant) {
+        while let Some(&(until, key)) = self.expiries.front() {
+            if until > now && self.expiries.len() <= REVOKED_CAPACITY {
+                break;
+            }
+            self.expiries.pop_front();
+            // A key revoked again later has a later time: keep that one.
+            if self.recent.get(&key) == Some(&until) {
+                self.recent.remove(&key);
+            }
+        }
+    }
 }
 
 /// The jti index.
@@ -74,7 +100,8 @@ impl JtiIndex {
         slot: &Arc<Slot>,
     ) -> Result<(), CloseCode> {
         let mut shard = lock(self.shard(key));
-        if shard.recent.contains(&key) {
+        shard.forget_old(Instant::now());
+        if shard.recent.contains_key(&key) {
             return Err(CloseCode::Unauthorized);
         }
         shard
@@ -99,10 +126,11 @@ impl JtiIndex {
     pub(super) fn revoke(&self, jti: &str) {
         let key = self.key(jti);
         let mut shard = lock(self.shard(key));
-        if shard.recent.len() == RECENT_REVOKED {
-            shard.recent.pop_front();
-        }
-        shard.recent.push_back(key);
+        let now = Instant::now();
+        let until = now + REVOKED_MEMORY;
+        shard.recent.insert(key, until);
+        shard.expiries.push_back((until, key));
+        shard.forget_old(now);
         if let Some(conns) = shard.conns.get(&key) {
             for (_, slot) in conns {
                 slot.kick(CloseCode::Unauthorized);
@@ -179,6 +207,25 @@ mod tests {
         let a = register(&hub, "alice", 4);
         assert_eq!(a.bind_jti(Some("late")), Err(CloseCode::Unauthorized));
         assert!(a.bind_jti(Some("other")).is_ok());
+    }
+
+    /// More revocations than any count-bounded memory held (64 per shard
+    /// before), landing while a JWT is verified, do not let it bind; after
+    /// the memory's time, the jti may bind again.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_revocations_cannot_push_a_raced_one_out() {
+        let hub = Hub::new(Metrics::default());
+        hub.deliver(&revoke("raced"));
+        for i in 0..5_000 {
+            hub.deliver(&revoke(&format!("burst-{i}")));
+        }
+        let a = register(&hub, "alice", 4);
+        assert_eq!(a.bind_jti(Some("raced")), Err(CloseCode::Unauthorized));
+        tokio::time::advance(super::REVOKED_MEMORY + std::time::Duration::from_secs(1)).await;
+        assert!(
+            a.bind_jti(Some("raced")).is_ok(),
+            "forgotten after its time"
+        );
     }
 
     #[test]
