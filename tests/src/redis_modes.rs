@@ -1,4 +1,4 @@
-//! One test body, four Redis deployments: [`RedisMode`] names one,
+//! One test body, three Redis deployments: [`RedisMode`] names one,
 //! [`RedisBackend`] runs it and says how auth reaches it, and [`ModeStack`]
 //! puts auth replicas and gateways on it.
 
@@ -11,7 +11,6 @@ use crate::gateway::{GatewayOptions, TestGateway};
 use crate::redis::TestRedis;
 use crate::redis_cluster::TestRedisCluster;
 use crate::redis_sentinel::{SENTINEL_MASTER, TestRedisSentinel};
-use crate::redis_tls::TestRedisTls;
 
 /// The contract's three ways for auth to reach Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +21,6 @@ pub enum RedisMode {
     Cluster,
     /// `REDIS_SENTINEL_URLS` + `REDIS_SENTINEL_MASTER`: master, replica, 3 sentinels.
     Sentinel,
-    /// `REDIS_URL=rediss://…` with `REDIS_CA_FILE` and a client certificate.
-    Tls,
 }
 
 impl RedisMode {
@@ -32,7 +29,6 @@ impl RedisMode {
             Self::Standalone => "standalone",
             Self::Cluster => "cluster",
             Self::Sentinel => "sentinel",
-            Self::Tls => "tls",
         }
     }
 }
@@ -42,7 +38,6 @@ pub enum RedisBackend {
     Standalone(TestRedis),
     Cluster(TestRedisCluster),
     Sentinel(TestRedisSentinel),
-    Tls(TestRedisTls),
 }
 
 impl RedisBackend {
@@ -53,7 +48,6 @@ impl RedisBackend {
             RedisMode::Standalone => Self::Standalone(TestRedis::spawn()),
             RedisMode::Cluster => Self::Cluster(TestRedisCluster::spawn()),
             RedisMode::Sentinel => Self::Sentinel(TestRedisSentinel::spawn()),
-            RedisMode::Tls => Self::Tls(TestRedisTls::spawn()),
         }
     }
 
@@ -62,7 +56,6 @@ impl RedisBackend {
             Self::Standalone(_) => RedisMode::Standalone,
             Self::Cluster(_) => RedisMode::Cluster,
             Self::Sentinel(_) => RedisMode::Sentinel,
-            Self::Tls(_) => RedisMode::Tls,
         }
     }
 
@@ -75,7 +68,6 @@ impl RedisBackend {
                 ("REDIS_SENTINEL_URLS", sentinel.urls()),
                 ("REDIS_SENTINEL_MASTER", SENTINEL_MASTER.to_owned()),
             ],
-            Self::Tls(redis) => redis.auth_env(),
         }
     }
 
@@ -85,7 +77,6 @@ impl RedisBackend {
             Self::Standalone(redis) => redis.pid().into_iter().collect(),
             Self::Cluster(cluster) => cluster.pids(),
             Self::Sentinel(sentinel) => sentinel.pids(),
-            Self::Tls(redis) => redis.pid().into_iter().collect(),
         }
     }
 
@@ -106,7 +97,6 @@ impl RedisBackend {
             }
             Self::Cluster(cluster) => cluster.flushall(),
             Self::Sentinel(sentinel) => sentinel.flushall(),
-            Self::Tls(redis) => redis.flushall(),
         }
     }
 
