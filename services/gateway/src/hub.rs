@@ -235,18 +235,18 @@ impl Hub {
 
     /// Queues `frame` for every registered connection.
     fn offer_all(&self, frame: &Arc<Frame>) {
-        // Sessions are woken after each shard's lock is released, so
-        // registrations never wait behind the scheduler.
+        self.wake_members(|m| m.slot.offer(frame));
+    }
+
+    /// Asks every registered connection (`ask` returns the waker of those
+    /// that have something to do) and wakes them, shard by shard, after each
+    /// shard's lock is released, so registrations never wait behind the
+    /// scheduler.
+    fn wake_members(&self, mut ask: impl FnMut(&Member) -> Option<Waker>) {
         let mut wakers = Vec::new();
         for shard in &self.inner.shards {
             let shard = lock(shard);
-            wakers.extend(
-                shard
-                    .users
-                    .values()
-                    .flatten()
-                    .filter_map(|m| m.slot.offer(frame)),
-            );
+            wakers.extend(shard.users.values().flatten().filter_map(&mut ask));
             drop(shard);
             wake_all(&mut wakers);
         }

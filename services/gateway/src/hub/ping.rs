@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{Hub, lock, wake_all};
+use super::Hub;
 use crate::close::CloseCode;
 
 /// Each ping interval is cut in this many slices; a connection is pinged in
@@ -17,20 +17,13 @@ const PING_SLICES: u64 = 8;
 impl Hub {
     /// Asks the connections of one ping slice to ping their peer.
     fn ping_slice(&self, slice: u64) {
-        let mut wakers = Vec::new();
-        for shard in &self.inner.shards {
-            let shard = lock(shard);
-            wakers.extend(
-                shard
-                    .users
-                    .values()
-                    .flatten()
-                    .filter(|m| m.id % PING_SLICES == slice)
-                    .filter_map(|m| m.slot.ping()),
-            );
-            drop(shard);
-            wake_all(&mut wakers);
-        }
+        self.wake_members(|m| {
+            if m.id % PING_SLICES == slice {
+                m.slot.ping()
+            } else {
+                None
+            }
+        });
     }
 
     /// Closes every registered connection with `code` once the frames
@@ -39,19 +32,7 @@ impl Hub {
     /// waiting for its session then.
     fn close_all(&self, code: CloseCode) {
         self.inner.closing.store(true, Ordering::Release);
-        let mut wakers = Vec::new();
-        for shard in &self.inner.shards {
-            let shard = lock(shard);
-            wakers.extend(
-                shard
-                    .users
-                    .values()
-                    .flatten()
-                    .filter_map(|m| m.slot.close_after_queue(code)),
-            );
-            drop(shard);
-            wake_all(&mut wakers);
-        }
+        self.wake_members(|m| m.slot.close_after_queue(code));
     }
 
     /// The hub's driver, spawned once by [`crate::run`]: every `interval`,
