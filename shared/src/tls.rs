@@ -133,7 +133,9 @@ async fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
         })
 }
 
-fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The certificates of a PEM file's contents, in order; an error naming
+/// `path` when it holds none or is not PEM.
+pub fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::BadCertificate {

@@ -17,8 +17,9 @@ use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
 use tonic::transport::{ClientTlsConfig, Endpoint, Identity};
+use wsauth_shared::tls::{TlsError, certificates};
 
 use super::endpoints::Endpoints;
 
@@ -59,8 +60,10 @@ pub enum ClientTlsError {
     HalfIdentity,
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("{path}: no PEM certificate in it")]
-    NoCertificate { path: PathBuf },
+    /// A certificate file that holds no PEM certificate (the same check as
+    /// every other certificate file of the project).
+    #[error(transparent)]
+    Certificates(#[from] TlsError),
     #[error("{path}: not a PEM certificate file: {reason}")]
     BadCertificate { path: PathBuf, reason: String },
     #[error("{path}: no usable PEM private key in it: {reason}")]
@@ -194,21 +197,6 @@ impl Snapshot {
             .map_err(|e| ClientTlsError::Config(error_chain(&e)))?;
         Ok(tls)
     }
-}
-
-fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientTlsError> {
-    let chain = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ClientTlsError::BadCertificate {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if chain.is_empty() {
-        return Err(ClientTlsError::NoCertificate {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(chain)
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
