@@ -463,15 +463,10 @@ async fn a_since_ahead_of_the_stream_is_a_gap_and_still_gets_every_live_event() 
     let (epoch, _) = seen.rsplit_once(':').expect("ids are epoch:millis-seq");
     let ahead = format!("{epoch}:99999999999999-0");
     let jwt = Jwt::for_user("alice").sign();
-    let token = cluster.gateway().ws_token(&jwt).await;
-    let mut alice = WsClient::connect(cluster.gateway().addr(), &token, None)
-        .await
-        .expect("upgrade");
-    alice
-        .send_json(&json!({"type": "jwt", "token": jwt, "since": ahead}))
-        .await;
+    let (mut alice, first) =
+        WsClient::upgraded_with_jwt(cluster.gateway(), &jwt, Some(&ahead)).await;
     assert_eq!(
-        alice.recv_json(STEP).await,
+        first,
         json!({"type": "auth_ok", "user_id": "alice", "gap": true})
     );
     let retained = alice.recv_type("broadcast", STEP).await;

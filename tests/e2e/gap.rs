@@ -193,15 +193,10 @@ async fn a_since_from_before_a_flushall_gets_auth_ok_with_gap_and_the_new_epochs
     assert_eq!(got.len(), 4, "bob: the gap, new-0, for-bob, new-2: {got:?}");
 
     let jwt = Jwt::for_user("alice").sign();
-    let token = cluster.gateway().ws_token(&jwt).await;
-    let mut alice = WsClient::connect(cluster.gateway().addr(), &token, None)
-        .await
-        .expect("upgrade");
-    alice
-        .send_json(&json!({"type": "jwt", "token": jwt, "since": seen}))
-        .await;
+    let (mut alice, first) =
+        WsClient::upgraded_with_jwt(cluster.gateway(), &jwt, Some(&seen)).await;
     assert_eq!(
-        alice.recv_json(STEP).await,
+        first,
         json!({"type": "auth_ok", "user_id": "alice", "gap": true})
     );
     let live = auth.publish("live", None).await;

@@ -154,12 +154,28 @@ impl WsClient {
         user: &str,
         since: Option<&str>,
     ) -> Self {
+        let (mut client, first) = Self::upgraded_with_jwt(gateway, jwt, since).await;
+        assert_eq!(
+            first,
+            json!({"type": "auth_ok", "user_id": user}),
+            "first frame after a valid jwt frame"
+        );
+        client.user = Some(user.to_string());
+        client
+    }
+
+    /// A fresh ws token for `jwt`, the upgrade, and the jwt frame (with
+    /// `since` when given); the client and the first frame the gateway
+    /// answered, for tests that expect something other than a plain `auth_ok`.
+    pub async fn upgraded_with_jwt(
+        gateway: &TestGateway,
+        jwt: &str,
+        since: Option<&str>,
+    ) -> (Self, Value) {
         let token = gateway.ws_token(jwt).await;
         let mut client = Self::connect(gateway.addr(), &token, None)
             .await
-            .unwrap_or_else(|status| {
-                panic!("upgrade with a fresh token for {user} refused with {status}")
-            });
+            .unwrap_or_else(|status| panic!("upgrade with a fresh token refused with {status}"));
         match since {
             Some(since) => {
                 client
@@ -169,13 +185,7 @@ impl WsClient {
             None => client.send_jwt(jwt).await,
         }
         let first = client.recv_json(STEP).await;
-        assert_eq!(
-            first,
-            json!({"type": "auth_ok", "user_id": user}),
-            "first frame after a valid jwt frame"
-        );
-        client.user = Some(user.to_string());
-        client
+        (client, first)
     }
 
     /// The user this client authenticated as, if it did.

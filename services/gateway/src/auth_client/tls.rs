@@ -16,8 +16,8 @@ use std::time::Duration;
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
 use tonic::transport::{ClientTlsConfig, Endpoint, Identity};
 use wsauth_shared::tls::{TlsError, certificates};
 
