@@ -190,6 +190,46 @@ async fn a_client_reconnecting_with_since_gets_exactly_what_it_missed() {
     );
 }
 
+/// auth examines at most 2,000 retained events per History page for a
+/// replay, so alice's two events among 4,100 of bob's come in three pages, the
+/// middle one empty: the gateway must go on from the position auth gives
+/// rather than take an empty page for the end.
+#[tokio::test]
+async fn a_since_replay_finds_a_users_events_among_thousands_of_others() {
+    let cluster = Cluster::spawn(1, 1, GatewayOptions::default()).await;
+    cluster.wait_ready().await;
+    let auth = cluster.auth();
+    let mut alice = WsClient::authenticated(&cluster.gateways[0], "alice").await;
+    warm_up(auth, &mut [&mut alice]).await;
+    let seen = auth.publish("seen", None).await;
+    assert_eq!(alice.recv_type("broadcast", STEP).await["id"], seen);
+    alice.close().await;
+
+    let first = auth.publish("first", Some("alice")).await;
+    // In batches, so the 4,100 calls take a second, not a minute.
+    for _ in 0..41 {
+        join_all((0..100).map(|_| auth.publish("for-bob", Some("bob")))).await;
+    }
+    let last = auth.publish("last", Some("alice")).await;
+
+    let jwt = Jwt::for_user("alice").sign();
+    let mut alice =
+        WsClient::authenticated_with(&cluster.gateways[0], &jwt, "alice", Some(&seen)).await;
+    assert_eq!(
+        alice.recv_json(STEP).await,
+        json!({"type": "message", "id": first, "data": "first"})
+    );
+    assert_eq!(
+        alice.recv_json(STEP).await,
+        json!({"type": "message", "id": last, "data": "last"})
+    );
+    let live = auth.publish("live", None).await;
+    assert_eq!(
+        alice.recv_json(STEP).await,
+        json!({"type": "broadcast", "id": live, "data": "live"})
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_published_during_a_since_reconnect_arrive_once_with_no_gap_at_the_seam() {
     let cluster = Cluster::single(AuthOptions::default(), GatewayOptions::default()).await;
@@ -355,6 +395,7 @@ async fn history_returns_what_a_user_missed_oldest_first() {
         user_id: Some("alice".into()),
         limit: None,
         from_oldest: false,
+        resumable: false,
     };
     let events = client
         .history(request)
@@ -411,6 +452,7 @@ async fn subscribe_and_history_refuse_an_after_id_of_another_epoch_with_out_of_r
         user_id: None,
         limit: None,
         from_oldest: false,
+        resumable: false,
     };
     let status = client
         .history(history)

@@ -216,6 +216,7 @@ async fn delivery_is_exactly_once_in_order_and_since_and_history_replay_it(mode:
             user_id: Some("alice".into()),
             limit: None,
             from_oldest: false,
+            resumable: false,
         })
         .await
         .unwrap_or_else(|s| panic!("{mode:?}: History: {s:?}"))

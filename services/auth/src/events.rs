@@ -17,6 +17,9 @@ const READ_CHUNK: usize = 500;
 const READ_CHUNK_BYTES: usize = 1024 * 1024;
 /// History's default and maximum `limit`.
 pub const HISTORY_MAX: usize = 1000;
+/// How many retained events a resumable History call examines at most:
+/// a few store reads, however few of them are for the caller's user.
+pub const HISTORY_SCAN_MAX: usize = 2000;
 /// The most data one History reply carries (beyond its first event), well
 /// under the gRPC 4 MiB message limit: a caller pages on from the last id.
 pub const HISTORY_MAX_BYTES: usize = 3 * 1024 * 1024;
@@ -29,6 +32,16 @@ pub enum Start {
     /// At the oldest retained event of the current epoch, whatever came
     /// before: for a reader whose position is gone (a gap it was told of).
     Oldest,
+}
+
+/// One History reply.
+#[derive(Debug, Default)]
+pub struct HistoryPage {
+    /// Oldest first.
+    pub events: Vec<Event>,
+    /// Where the next page starts when this one stopped before the end of
+    /// the stream: the last event examined, returned or not.
+    pub next_after: Option<EventId>,
 }
 
 /// The first chunk of a read from the oldest retained event.
@@ -57,48 +70,61 @@ impl Events {
         Ok(self.store.append(event).await?)
     }
 
-    /// The retained events from `start` meant for everyone or for `user_id`, oldest first.
+    /// The retained events from `start` meant for everyone or for `user_id`,
+    /// oldest first: at most `limit`, and, with `scan_max`, after examining
+    /// at most that many events (matching or not).
     pub async fn history(
         &self,
         start: &Start,
         user_id: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<Event>, AuthError> {
+        scan_max: Option<usize>,
+    ) -> Result<HistoryPage, AuthError> {
         let limit = limit.clamp(1, HISTORY_MAX);
+        let scan_max = scan_max.unwrap_or(usize::MAX).max(1);
         let (mut cursor, mut first) = match start {
             Start::After(after) => (after.clone(), None),
             Start::Oldest => match self.read_oldest().await? {
-                None => return Ok(Vec::new()),
+                None => return Ok(HistoryPage::default()),
                 Some(oldest) => (oldest.cursor, Some((oldest.events, oldest.complete))),
             },
         };
-        let mut out = Vec::new();
+        let mut page = HistoryPage::default();
         let mut bytes = 0;
+        let mut scanned = 0;
         loop {
             let (chunk, complete) = match first.take() {
                 Some(first) => first,
                 None => {
-                    self.read_checked(&cursor, READ_CHUNK, READ_CHUNK_BYTES)
-                        .await?
+                    let count = READ_CHUNK.min(scan_max.saturating_sub(scanned)).max(1);
+                    self.read_checked(&cursor, count, READ_CHUNK_BYTES).await?
                 }
             };
-            if let Some(last) = chunk.last() {
-                cursor = last.id.clone();
-            }
-            for event in chunk.into_iter().filter(|e| e.is_for(user_id)) {
-                // The byte budget keeps the reply under the transport's limit;
-                // a reply that stops early is a page, not the end.
-                bytes += event_bytes(&event);
-                if !out.is_empty() && bytes > HISTORY_MAX_BYTES {
-                    return Ok(out);
+            scanned += chunk.len();
+            for event in chunk {
+                let id = event.id.clone();
+                if event.is_for(user_id) {
+                    // The byte budget keeps the reply under the transport's
+                    // limit; a reply that stops early is a page, not the end.
+                    bytes += event_bytes(&event);
+                    if !page.events.is_empty() && bytes > HISTORY_MAX_BYTES {
+                        page.next_after = Some(cursor);
+                        return Ok(page);
+                    }
+                    page.events.push(event);
                 }
-                out.push(event);
-                if out.len() == limit {
-                    return Ok(out);
+                cursor = id;
+                if page.events.len() == limit {
+                    page.next_after = Some(cursor);
+                    return Ok(page);
                 }
             }
             if complete {
-                return Ok(out);
+                return Ok(page);
+            }
+            if scanned >= scan_max {
+                page.next_after = Some(cursor);
+                return Ok(page);
             }
         }
     }

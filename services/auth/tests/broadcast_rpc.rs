@@ -32,6 +32,7 @@ fn history(after_id: &str, user_id: Option<&str>, limit: Option<u32>) -> History
         user_id: user_id.map(str::to_owned),
         limit,
         from_oldest: false,
+        resumable: false,
     }
 }
 
@@ -90,6 +91,73 @@ async fn next(stream: &mut Streaming<Event>) -> Result<Event, tonic::Status> {
 
 fn data(events: &[Event]) -> Vec<&str> {
     events.iter().map(|e| e.data.as_str()).collect()
+}
+
+/// A resumable History examines at most 2,000 events per call and says where
+/// to go on; paging from there finds every event of a user with few among
+/// many others'. Without `resumable`, one call scans everything, as before.
+async fn resumable_history_bounds_each_scan(redis_url: Option<String>) {
+    let auth = TestAuth::spawn(config(redis_url)).await;
+    let mut client = auth.broadcast_client().await;
+    let start = publish(&mut client, "start", None).await;
+    // ids[n] is the id of the (n+1)th event after `start`.
+    let mut ids = vec![publish(&mut client, "ann-first", Some("ann")).await];
+    for _ in 0..4100 {
+        ids.push(publish(&mut client, "for-ben", Some("ben")).await);
+    }
+    ids.push(publish(&mut client, "ann-last", Some("ann")).await);
+
+    let whole = call(client.history(req(history(&start, Some("ann"), None), Some(INTERNAL_KEY))))
+        .await
+        .expect("history");
+    assert_eq!(data(&whole.events), ["ann-first", "ann-last"]);
+    assert_eq!(whole.next_after_id, "", "no position unless asked for");
+
+    let resumable = |after_id: &str, limit: Option<u32>| HistoryRequest {
+        resumable: true,
+        ..history(after_id, Some("ann"), limit)
+    };
+    let mut pages = Vec::new();
+    let mut after = start.clone();
+    while pages.len() < 10 {
+        let page = call(client.history(req(resumable(&after, None), Some(INTERNAL_KEY))))
+            .await
+            .expect("history");
+        let next = page.next_after_id.clone();
+        pages.push((data(&page.events).join(","), next.clone()));
+        if next.is_empty() {
+            break;
+        }
+        after = next;
+    }
+    assert_eq!(
+        pages,
+        [
+            ("ann-first".to_owned(), ids[1999].clone()),
+            (String::new(), ids[3999].clone()),
+            ("ann-last".to_owned(), String::new()),
+        ]
+    );
+
+    let one = call(client.history(req(resumable(&start, Some(1)), Some(INTERNAL_KEY))))
+        .await
+        .expect("history");
+    assert_eq!(data(&one.events), ["ann-first"]);
+    assert_eq!(
+        one.next_after_id, ids[0],
+        "a full page goes on after its last event"
+    );
+}
+
+#[tokio::test]
+async fn resumable_history_bounds_each_scan_in_redis() {
+    let redis = TestRedis::spawn();
+    resumable_history_bounds_each_scan(Some(redis.url())).await;
+}
+
+#[tokio::test]
+async fn resumable_history_bounds_each_scan_in_memory() {
+    resumable_history_bounds_each_scan(None).await;
 }
 
 #[tokio::test]

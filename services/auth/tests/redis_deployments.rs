@@ -147,6 +147,7 @@ async fn wait_replicas_holds_writes_until_a_replica_has_them_and_fails_fast_with
             user_id: None,
             limit: None,
             from_oldest: true,
+            resumable: false,
         },
         Some(INTERNAL_KEY),
     )))

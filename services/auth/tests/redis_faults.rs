@@ -271,6 +271,7 @@ async fn a_frozen_redis_gives_unavailable_within_the_deadline() {
                 user_id: None,
                 limit: None,
                 from_oldest: false,
+                resumable: false,
             },
             Some(INTERNAL_KEY),
         )))

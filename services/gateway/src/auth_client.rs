@@ -264,6 +264,7 @@ impl AuthClient {
                             user_id: Some(user_id.to_owned()),
                             limit: Some(limit),
                             from_oldest: start == Start::Oldest,
+                            resumable: true,
                         },
                         true,
                     );
@@ -280,7 +281,7 @@ impl AuthClient {
                     tracing::warn!(limit, "history page over the size limit; asking for less");
                     limit /= 2;
                 }
-                answer => return Ok(HistoryPage::decode(answer?.events, limit)),
+                answer => return HistoryPage::decode(answer?),
             }
         }
     }

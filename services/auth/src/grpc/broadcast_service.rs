@@ -18,7 +18,7 @@ use super::{MAX_ID_BYTES, check, check_user_id, timestamp};
 use crate::caller::{Caller, Role};
 use crate::error::AuthError;
 use crate::event::{Event, EventId, EventKind, NewEvent};
-use crate::events::{Events, HISTORY_MAX, Start, Subscription};
+use crate::events::{Events, HISTORY_MAX, HISTORY_SCAN_MAX, Start, Subscription};
 
 /// Events buffered per subscriber between its producer task and the transport.
 const SUBSCRIBER_QUEUE: usize = 256;
@@ -137,12 +137,20 @@ impl BroadcastService for BroadcastGrpc {
             None | Some(0) => HISTORY_MAX,
             Some(n) => usize::try_from(n).unwrap_or(HISTORY_MAX),
         };
-        let events = self
+        let scan_max = request.resumable.then_some(HISTORY_SCAN_MAX);
+        let page = self
             .events
-            .history(&start, request.user_id.as_deref(), limit)
+            .history(&start, request.user_id.as_deref(), limit, scan_max)
             .await?;
+        // Only a caller that asked for a position is given one: to any other,
+        // an empty reply must keep meaning the end.
+        let next_after_id = match page.next_after {
+            Some(next) if request.resumable => next.to_string(),
+            _ => String::new(),
+        };
         Ok(Response::new(HistoryResponse {
-            events: events.iter().map(to_proto).collect(),
+            events: page.events.iter().map(to_proto).collect(),
+            next_after_id,
         }))
     }
 

@@ -93,22 +93,29 @@ impl EventStream {
 pub struct HistoryPage {
     /// The readable events, oldest first.
     pub events: Vec<Event>,
-    /// The id of the page's last event, readable or not: where the next page starts.
+    /// Where the next page starts: the position auth gave (the last event
+    /// it examined, for a user's page that skipped other users' events), else
+    /// the page's last event, readable or not. `None`: the end of the stream.
     pub last_id: Option<EventId>,
-    /// Fewer events than asked for: nothing retained comes after this page.
-    pub complete: bool,
 }
 
 impl HistoryPage {
-    /// Reads a History answer to a call that asked for `limit` events.
-    /// Unreadable events are left out (logged) but still move `last_id`.
-    pub(super) fn decode(events: Vec<proto::Event>, limit: u32) -> Self {
+    /// Reads a History answer. Unreadable events are left out (logged) but
+    /// still move `last_id`.
+    pub(super) fn decode(response: proto::HistoryResponse) -> Result<Self, AuthCallError> {
+        // An auth that predates `resumable` gives no position: its pages
+        // end at their last event.
+        let next_after = match response.next_after_id.as_str() {
+            "" => None,
+            id => {
+                Some(EventId::from_str(id).map_err(|_| AuthCallError::Malformed("next_after_id"))?)
+            }
+        };
         let mut page = Self {
-            complete: events.len() < limit as usize,
-            events: Vec::with_capacity(events.len()),
+            events: Vec::with_capacity(response.events.len()),
             last_id: None,
         };
-        for event in events {
+        for event in response.events {
             match decode_event(event) {
                 Ok(event) => {
                     page.last_id = Some(event.id.clone());
@@ -122,7 +129,10 @@ impl HistoryPage {
                 }
             }
         }
-        page
+        if next_after.is_some() {
+            page.last_id = next_after;
+        }
+        Ok(page)
     }
 }
 
@@ -161,20 +171,51 @@ mod tests {
         assert!(bad.id.is_none());
     }
 
+    fn response(events: Vec<proto::Event>, next_after_id: &str) -> proto::HistoryResponse {
+        proto::HistoryResponse {
+            events,
+            next_after_id: next_after_id.into(),
+        }
+    }
+
     #[test]
     fn a_history_page_resumes_after_its_last_id_even_when_unreadable() {
-        let page = HistoryPage::decode(
+        let page = HistoryPage::decode(response(
             vec![
                 event("ab:1-0", proto::EventKind::Broadcast, ""),
                 event("ab:2-0", proto::EventKind::Unspecified, ""),
             ],
-            2,
-        );
+            "",
+        ))
+        .expect("readable page");
         assert_eq!(page.events.len(), 1);
         assert_eq!(page.last_id, Some("ab:2-0".parse().expect("valid id")));
-        assert!(!page.complete, "as many as asked for: there may be more");
-        let page = HistoryPage::decode(vec![event("ab:3-0", proto::EventKind::Direct, "u")], 2);
-        assert!(page.complete);
-        assert!(HistoryPage::decode(Vec::new(), 2).last_id.is_none());
+        let empty = HistoryPage::decode(response(Vec::new(), "")).expect("readable page");
+        assert!(
+            empty.last_id.is_none(),
+            "an empty page with no position is the end"
+        );
+    }
+
+    #[test]
+    fn a_history_page_resumes_from_the_position_auth_gives() {
+        let page = HistoryPage::decode(response(
+            vec![event("ab:3-0", proto::EventKind::Direct, "u")],
+            "ab:9-0",
+        ))
+        .expect("readable page");
+        assert_eq!(page.events.len(), 1);
+        assert_eq!(page.last_id, Some("ab:9-0".parse().expect("valid id")));
+        let skipped = HistoryPage::decode(response(Vec::new(), "ab:20-0")).expect("readable page");
+        assert!(skipped.events.is_empty());
+        assert_eq!(
+            skipped.last_id,
+            Some("ab:20-0".parse().expect("valid id")),
+            "a page of only other users' events still moves on"
+        );
+        assert!(matches!(
+            HistoryPage::decode(response(Vec::new(), "nope")),
+            Err(AuthCallError::Malformed("next_after_id"))
+        ));
     }
 }

@@ -7,7 +7,9 @@
 //! from others. A session waits at most [`PERMIT_WAIT`] for one; then it closes
 //! with 1011 like any History that auth cannot serve (the client reconnects
 //! with the same `since` and misses nothing). Memory per replay is one page
-//! (at most 64 events).
+//! (at most 64 events), and auth's work per page is bounded too: pages are
+//! `resumable`, so a user with few events among many others' gets small
+//! steps (some empty) rather than one call that scans the whole stream.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -86,7 +88,8 @@ pub(super) async fn replay(
     send(socket, auth_ok, slot, expiry.as_mut()).await?;
     let mut boundary = (!gap).then_some(since);
     for _ in 0..REPLAY_MAX_PAGES {
-        // The page size is auth's to choose: only an empty page is the end.
+        // The page size is auth's to choose: a page that gives no position
+        // to go on from (empty, and no scan position) is the end.
         let Some(last) = events.last_id.take() else {
             return Ok(boundary);
         };
