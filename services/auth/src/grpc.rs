@@ -3,11 +3,10 @@
 
 use prost_types::Timestamp;
 
-use crate::error::AuthError;
-
 pub mod admin_service;
 pub mod auth_service;
 pub mod broadcast_service;
+pub mod checks;
 pub mod gate;
 pub mod trace;
 
@@ -16,34 +15,6 @@ pub use auth_service::AuthGrpc;
 pub use broadcast_service::BroadcastGrpc;
 pub use gate::GateLayer;
 pub use trace::TraceLayer;
-
-use wsauth_shared::limits::{MAX_CREDENTIAL_BYTES, MAX_ID_BYTES};
-
-/// INVALID_ARGUMENT when `value` is empty or longer than `max` bytes.
-fn check(
-    value: &str,
-    max: usize,
-    empty: &'static str,
-    too_long: &'static str,
-) -> Result<(), AuthError> {
-    if value.is_empty() {
-        Err(AuthError::InvalidArgument(empty))
-    } else if value.len() > max {
-        Err(AuthError::InvalidArgument(too_long))
-    } else {
-        Ok(())
-    }
-}
-
-/// A `user_id` argument: present and at most 256 bytes.
-fn check_user_id(user_id: &str) -> Result<(), AuthError> {
-    check(
-        user_id,
-        MAX_ID_BYTES,
-        "user_id is empty",
-        "user_id is longer than 256 bytes",
-    )
-}
 
 /// Unix ms → protobuf Timestamp.
 fn timestamp(ms: u64) -> Timestamp {
@@ -79,12 +50,5 @@ mod tests {
             }),
             0
         );
-    }
-
-    #[test]
-    fn limits_reject_empty_and_long() {
-        assert!(check("", 3, "e", "l").is_err());
-        assert!(check("abcd", 3, "e", "l").is_err());
-        assert!(check("abc", 3, "e", "l").is_ok());
     }
 }

@@ -8,7 +8,7 @@ use wsauth_shared::proto::{
     VerifyJwtRequest, VerifyJwtResponse,
 };
 
-use super::{MAX_CREDENTIAL_BYTES, MAX_ID_BYTES, check, check_user_id, millis, timestamp};
+use super::{checks, timestamp};
 use crate::authority::Authority;
 use crate::caller::{Caller, Role};
 
@@ -25,15 +25,6 @@ impl AuthGrpc {
     }
 }
 
-fn check_jwt(jwt: &str) -> Result<(), Status> {
-    Ok(check(
-        jwt,
-        MAX_CREDENTIAL_BYTES,
-        "jwt is empty",
-        "jwt is longer than 8 KiB",
-    )?)
-}
-
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
     async fn issue_ws_token(
@@ -41,9 +32,9 @@ impl AuthService for AuthGrpc {
         request: Request<IssueWsTokenRequest>,
     ) -> Result<Response<IssueWsTokenResponse>, Status> {
         // Authorised by the JWT itself: no caller key needed.
-        let jwt = request.into_inner().jwt;
-        check_jwt(&jwt)?;
-        let issued = self.authority.issue_ws_token(&jwt).await?;
+        let request = request.into_inner();
+        checks::issue_ws_token(&request)?;
+        let issued = self.authority.issue_ws_token(&request.jwt).await?;
         Ok(Response::new(IssueWsTokenResponse {
             token: issued.token,
             user_id: issued.user_id,
@@ -56,14 +47,9 @@ impl AuthService for AuthGrpc {
         request: Request<ValidateTokenRequest>,
     ) -> Result<Response<ValidateTokenResponse>, Status> {
         Caller::of(&request).require(Role::Internal)?;
-        let token = request.into_inner().token;
-        check(
-            &token,
-            MAX_CREDENTIAL_BYTES,
-            "token is empty",
-            "token is longer than 8 KiB",
-        )?;
-        let record = self.authority.validate_ws_token(&token).await?;
+        let request = request.into_inner();
+        checks::validate_token(&request)?;
+        let record = self.authority.validate_ws_token(&request.token).await?;
         Ok(Response::new(ValidateTokenResponse {
             user_id: record.user_id,
             expires_at: Some(timestamp(record.expires_ms)),
@@ -75,9 +61,9 @@ impl AuthService for AuthGrpc {
         request: Request<VerifyJwtRequest>,
     ) -> Result<Response<VerifyJwtResponse>, Status> {
         Caller::of(&request).require(Role::Internal)?;
-        let jwt = request.into_inner().jwt;
-        check_jwt(&jwt)?;
-        let claims = self.authority.verify_jwt(&jwt).await?;
+        let request = request.into_inner();
+        checks::verify_jwt(&request)?;
+        let claims = self.authority.verify_jwt(&request.jwt).await?;
         Ok(Response::new(VerifyJwtResponse {
             user_id: claims.sub,
             expires_at: Some(timestamp(claims.exp.saturating_mul(1000))),
@@ -91,13 +77,7 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<RevokeJwtResponse>, Status> {
         Caller::of(&request).require(Role::Admin)?;
         let request = request.into_inner();
-        check(
-            &request.jti,
-            MAX_ID_BYTES,
-            "jti is empty",
-            "jti is longer than 256 bytes",
-        )?;
-        let expires_ms = request.expires_at.as_ref().map(millis);
+        let expires_ms = checks::revoke_jwt(&request)?;
         self.authority.revoke_jwt(&request.jti, expires_ms).await?;
         Ok(Response::new(RevokeJwtResponse {}))
     }
@@ -107,8 +87,9 @@ impl AuthService for AuthGrpc {
         request: Request<RevokeUserRequest>,
     ) -> Result<Response<RevokeUserResponse>, Status> {
         Caller::of(&request).require(Role::Admin)?;
-        let user_id = request.into_inner().user_id;
-        check_user_id(&user_id)?;
+        let request = request.into_inner();
+        checks::revoke_user(&request)?;
+        let user_id = request.user_id;
         self.authority.revoke_user(&user_id).await?;
         tracing::info!(%user_id, "user revoked");
         Ok(Response::new(RevokeUserResponse {}))

@@ -14,11 +14,10 @@ use wsauth_shared::proto::{
     SubscribeRequest,
 };
 
-use super::{MAX_ID_BYTES, check, check_user_id, timestamp};
+use super::{checks, timestamp};
 use crate::caller::{Caller, Role};
-use crate::error::AuthError;
-use crate::event::{Event, EventId, EventKind, NewEvent};
-use crate::events::{Events, HISTORY_MAX, HISTORY_SCAN_MAX, Start, Subscription};
+use crate::event::{Event, EventKind, NewEvent};
+use crate::events::{Events, HISTORY_SCAN_MAX, Start, Subscription};
 
 /// Events buffered per subscriber between its producer task and the transport.
 const SUBSCRIBER_QUEUE: usize = 256;
@@ -49,17 +48,6 @@ impl BroadcastGrpc {
     }
 }
 
-fn parse_event_id(id: &str) -> Result<EventId, AuthError> {
-    check(
-        id,
-        MAX_ID_BYTES,
-        "after_id is empty",
-        "after_id is longer than 256 bytes",
-    )?;
-    id.parse()
-        .map_err(|_| AuthError::InvalidArgument("after_id is not an event id"))
-}
-
 fn to_proto(event: &Event) -> proto::Event {
     let kind = match event.kind {
         EventKind::Broadcast => ProtoKind::Broadcast,
@@ -86,19 +74,7 @@ impl BroadcastService for BroadcastGrpc {
     ) -> Result<Response<PublishResponse>, Status> {
         Caller::of(&request).require(Role::Admin)?;
         let request = request.into_inner();
-        if request.data.is_empty() {
-            return Err(AuthError::InvalidArgument("data is empty").into());
-        }
-        if request.data.len() > self.max_event_bytes {
-            return Err(AuthError::InvalidArgument("data is longer than MAX_EVENT_BYTES").into());
-        }
-        let kind = match &request.user_id {
-            Some(user_id) => {
-                check_user_id(user_id)?;
-                EventKind::Direct
-            }
-            None => EventKind::Broadcast,
-        };
+        let kind = checks::publish(&request, self.max_event_bytes)?;
         let event = self
             .events
             .publish(NewEvent {
@@ -118,25 +94,7 @@ impl BroadcastService for BroadcastGrpc {
     ) -> Result<Response<HistoryResponse>, Status> {
         Caller::of(&request).require(Role::Internal)?;
         let request = request.into_inner();
-        let start = if request.from_oldest {
-            if !request.after_id.is_empty() {
-                return Err(AuthError::InvalidArgument(
-                    "after_id and from_oldest exclude each other",
-                )
-                .into());
-            }
-            Start::Oldest
-        } else {
-            Start::After(parse_event_id(&request.after_id)?)
-        };
-        if let Some(user_id) = &request.user_id {
-            check_user_id(user_id)?;
-        }
-        // 0 is proto3's "unset": the default.
-        let limit = match request.limit {
-            None | Some(0) => HISTORY_MAX,
-            Some(n) => usize::try_from(n).unwrap_or(HISTORY_MAX),
-        };
+        let (start, limit) = checks::history(&request)?;
         let scan_max = request.resumable.then_some(HISTORY_SCAN_MAX);
         let page = self
             .events
@@ -162,24 +120,8 @@ impl BroadcastService for BroadcastGrpc {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         Caller::of(&request).require(Role::Internal)?;
         let request = request.into_inner();
+        let start = checks::subscribe(&request)?;
         let gateway_id = request.gateway_id;
-        check(
-            &gateway_id,
-            MAX_ID_BYTES,
-            "gateway_id is empty",
-            "gateway_id is longer than 256 bytes",
-        )?;
-        let start = match (request.after_id.as_deref(), request.from_oldest) {
-            (Some(_), true) => {
-                return Err(AuthError::InvalidArgument(
-                    "after_id and from_oldest exclude each other",
-                )
-                .into());
-            }
-            (Some(after), false) => Some(Start::After(parse_event_id(after)?)),
-            (None, true) => Some(Start::Oldest),
-            (None, false) => None,
-        };
         let after_id = match &start {
             None => None,
             Some(Start::After(after)) => Some(after.to_string()),

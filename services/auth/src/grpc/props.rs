@@ -4,10 +4,11 @@
 use proptest::prelude::*;
 use tonic::Code;
 
+use super::checks::{check, check_user_id};
 use super::gate::required_role;
-use super::{MAX_CREDENTIAL_BYTES, MAX_ID_BYTES, check, check_user_id};
 use crate::caller::{CallerKeys, Role};
 use crate::error::AuthError;
+use wsauth_shared::limits::{MAX_CREDENTIAL_BYTES, MAX_ID_BYTES};
 
 fn code(result: Result<(), AuthError>) -> Option<Code> {
     result.err().map(|e| tonic::Status::from(e).code())
