@@ -61,7 +61,9 @@ impl ClientFrame {
     /// frame and is ignored here.
     pub fn parse_later(text: &str) -> Self {
         // Cheap pre-check: most echoed frames never reach the JSON parser.
-        if !text.contains("jwt") {
+        // A `\u` escape can spell "jwt" too (`"\u006awt"`), which JSON reads
+        // as a jwt frame all the same (found by the fuzz target first_frame).
+        if !text.contains("jwt") && !text.contains("\\u") {
             return Self::Other;
         }
         let Some(raw) = RawFrame::parse(text) else {
@@ -235,6 +237,15 @@ mod tests {
             later(r#"{"type":"jwt","token":"t","since":"nope"}"#),
             Some("t".into())
         );
+    }
+
+    #[test]
+    fn a_jwt_frame_spelled_with_escapes_is_a_refresh() {
+        assert_eq!(
+            later(r#"{"type":"\u006awt","token":"t"}"#),
+            Some("t".into())
+        );
+        assert_eq!(later(r#"{"type":"\u006a","token":"t"}"#), None);
     }
 
     #[test]
