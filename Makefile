@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # gateway processes; a few at a time keeps a 2-core machine responsive.
 TEST_THREADS ?= 4
 
-.PHONY: run cluster setup tools test test-setup-fresh test-js build bench bench-micro jwt fmt lint clean
+.PHONY: run cluster setup tools test test-setup-fresh test-js build bench bench-micro fuzz jwt fmt lint clean
 
 ## run: the whole stack locally (redis-server when on PATH, else the embedded store; auth; one gateway)
 run:
@@ -62,6 +62,14 @@ bench:
 bench-micro:
 	$(CARGO) bench -p wsauth-auth --bench hot_paths -- $(CRITERION_ARGS)
 	$(CARGO) bench -p wsauth-gateway --bench frames -- $(CRITERION_ARGS)
+
+## fuzz: every cargo-fuzz target (fuzz/) for FUZZ_SECONDS each (default 600), on stable; prints
+## executions, exec/s, corpus size and findings per target (fuzz/run.sh). Not part of `make test` or CI.
+## cargo-fuzz 0.13.2 is installed into .tools/ when missing. FUZZ_TARGETS picks some.
+FUZZ_SECONDS ?= 600
+fuzz:
+	@test -x .tools/bin/cargo-fuzz || $(CARGO) install --locked --version 0.13.2 --root .tools cargo-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
 
 ## jwt: print a development JWT for SUB (default alice) signed with `make run`'s secret
 jwt:

@@ -21,6 +21,11 @@ use crate::error::HttpError;
 use crate::metrics::{Refusal, Route};
 use crate::state::AppState;
 
+// The header checks, for the fuzz targets: what `/token/ws` and `/ws` answer
+// from the headers alone.
+pub use token::bearer;
+pub use ws::accept_key;
+
 /// The demo page: a browser client walking the whole flow.
 const INDEX_HTML: &str = include_str!("../web/index.html");
 

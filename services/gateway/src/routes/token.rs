@@ -19,8 +19,10 @@ struct TokenBody<'a> {
     expires_in: u64,
 }
 
-/// The credential of the `Authorization: Bearer <credential>` header.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The credential of the `Authorization: Bearer <credential>` header; `None`
+/// is a 401 ([`HttpError::MissingBearer`]). `pub` for the fuzz target
+/// `http_headers` (its own crate), which runs it on arbitrary headers.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?;
     std::str::from_utf8(bearer::credential(value.as_bytes())?).ok()
 }

@@ -106,8 +106,9 @@ pub async fn upgrade(
 
 /// Checks the upgrade headers (RFC 6455 §4.2.1, in the order axum's
 /// `WebSocketUpgrade` did, with its messages); the `Sec-WebSocket-Accept`
-/// value for the 101.
-fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HttpError> {
+/// value for the 101. `pub` for the fuzz target `http_headers` (its own
+/// crate), which runs it on arbitrary headers.
+pub fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, HttpError> {
     let refused = HttpError::BadUpgrade;
     if !header_contains(headers, header::CONNECTION, "upgrade") {
         return Err(refused("Connection header did not include 'upgrade'"));
