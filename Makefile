@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # gateway processes; a few at a time keeps a 2-core machine responsive.
 TEST_THREADS ?= 4
 
-.PHONY: run cluster setup tools test test-setup-fresh test-js build bench bench-micro fuzz jwt fmt lint clean
+.PHONY: run cluster setup tools test test-setup-fresh test-js build bench bench-micro fuzz soak jwt fmt lint clean
 
 ## run: the whole stack locally (redis-server when on PATH, else the embedded store; auth; one gateway)
 run:
@@ -70,6 +70,17 @@ FUZZ_SECONDS ?= 600
 fuzz:
 	@test -x .tools/bin/cargo-fuzz || $(CARGO) install --locked --version 0.13.2 --root .tools cargo-fuzz
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
+## soak: a private stack under connection churn (every close path, aborted TCP) and publishes for
+## SOAK_SECONDS (default 900); samples RSS, open files and the registry; fails if the registry does not
+## return to 0 or open files grow. PROFILE=release (default) or debug. Not part of `make test` or CI.
+SOAK_SECONDS ?= 900
+PROFILE ?= release
+SOAK_PROFILE := $(if $(filter debug dev,$(PROFILE)),dev,$(PROFILE))
+SOAK_DIR := $(if $(filter debug dev,$(PROFILE)),debug,$(PROFILE))
+soak:
+	$(CARGO) build --profile $(SOAK_PROFILE) --workspace --bins
+	ulimit -n 20000 && ./target/$(SOAK_DIR)/wsauth-bench soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 ## jwt: print a development JWT for SUB (default alice) signed with `make run`'s secret
 jwt:

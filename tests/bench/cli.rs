@@ -26,6 +26,33 @@ pub enum Command {
     Worker,
     /// Internal: the floor server the measurer compares wsauth with (JSON lines on stdin/stdout).
     Floor,
+    /// A soak run (`make soak`): connections churn through every close path
+    /// while events are published; RSS, open files and the registry sampled.
+    Soak(SoakArgs),
+}
+
+/// `wsauth-bench soak`: how long, how often, how many.
+#[derive(Args, Clone, Debug)]
+pub struct SoakArgs {
+    /// Length of the churn, in seconds.
+    #[arg(long, env = "SOAK_SECONDS", default_value_t = 900)]
+    pub seconds: u64,
+    /// Seconds between two samples of RSS, open files and the registry.
+    #[arg(long, env = "SOAK_SAMPLE_S", default_value_t = 30)]
+    pub sample_s: u64,
+    /// Clients churning at once (one more runs the slow-consumer cycle).
+    #[arg(long, env = "SOAK_CHURNERS", default_value_t = 8)]
+    pub churners: usize,
+    /// Broadcasts published per second during the churn.
+    #[arg(long, env = "SOAK_PUBLISH_PER_S", default_value_t = 10)]
+    pub publish_per_s: u32,
+    /// Open files a process may gain between the start and the end, once
+    /// every client is gone, before the run fails.
+    #[arg(long, env = "SOAK_FD_SLACK", default_value_t = 4)]
+    pub fd_slack: usize,
+    /// Where wsauth-auth and wsauth-gateway are; default: next to this executable.
+    #[arg(long, env = "WSAUTH_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// One of the four measurements.

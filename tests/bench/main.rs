@@ -19,6 +19,10 @@
 //! [`stack`] starts the private stack through the test harness (`wsauth_tests`)
 //! or names a running one; [`client`] is the client side of the flow;
 //! [`report`] prints the results.
+//!
+//! `wsauth-bench soak` ([`soak`], [`soak_churn`]) is no measurement of speed:
+//! it churns connections through every close path for a set time and
+//! watches the services for leaks (RSS slope, open files, the registry).
 #![forbid(unsafe_code)]
 
 mod auth_rpc;
@@ -33,6 +37,8 @@ mod pool;
 mod procfs;
 mod protocol;
 mod report;
+mod soak;
+mod soak_churn;
 mod stack;
 mod stats;
 mod worker;
@@ -66,6 +72,15 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .context("building the floor runtime")?;
             runtime.block_on(floor::run())
+        }
+        Some(Command::Soak(args)) => {
+            wsauth_shared::telemetry::init(wsauth_shared::telemetry::LogFormat::Text);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("building the runtime")?;
+            runtime.block_on(soak::run(args))
         }
         None => {
             wsauth_shared::telemetry::init(wsauth_shared::telemetry::LogFormat::Text);

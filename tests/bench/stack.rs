@@ -5,7 +5,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -127,7 +127,7 @@ impl Stack {
     }
 
     async fn private(args: &BenchArgs, gateways: usize) -> anyhow::Result<Self> {
-        check_bins(args)?;
+        check_bins(args.bin_dir.as_deref())?;
         let logs = log_dir();
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         let launch = |name: &str| Launch {
@@ -338,9 +338,9 @@ fn loopback(url: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// A clear error before the harness would panic on a missing binary.
-fn check_bins(args: &BenchArgs) -> anyhow::Result<()> {
-    let dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
+pub fn check_bins(bin_dir: Option<&Path>) -> anyhow::Result<()> {
+    let dir = match bin_dir {
+        Some(dir) => dir.to_path_buf(),
         None => {
             let exe = std::env::current_exe().context("locating this executable")?;
             exe.parent()
