@@ -1,15 +1,18 @@
 //! The operators' view across 2 auth replicas and 3 gateways: ListGateways
 //! and Presence through either replica, a clean disconnect, a gateway killed
-//! with SIGKILL, and grpcurl through reflection.
+//! with SIGKILL, and grpcurl through reflection; and the same view shared by
+//! the replicas in Cluster and Sentinel modes.
 
 use std::time::Duration;
 
+use futures::future::join_all;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use wsauth_shared::proto::admin_service_client::AdminServiceClient;
 use wsauth_shared::proto::{GatewayInfo, ListGatewaysRequest, PresenceRequest};
 use wsauth_tests::{
-    ADMIN_KEY, ApiKey, Bearer, Cluster, GatewayOptions, TestAuth, WsClient, wait_until,
+    ADMIN_KEY, ApiKey, AuthOptions, Bearer, Cluster, GatewayOptions, RedisBackend, RedisMode,
+    TestAuth, TestGateway, WsClient, wait_until,
 };
 
 use crate::delivery::grpcurl;
@@ -175,4 +178,71 @@ async fn operators_see_gateways_and_presence_through_any_replica_and_a_killed_ga
         Some(2),
         "{reply}"
     );
+}
+
+/// Each gateway reports to one auth replica only (gateway i to auth i); in
+/// every Redis mode both replicas list both gateways and find alice on both,
+/// as presence lives in Redis beside the store.
+async fn every_replica_sees_every_gateway(mode: RedisMode) {
+    let backend = tokio::task::spawn_blocking(move || RedisBackend::spawn(mode))
+        .await
+        .expect("the topology starts");
+    let options = AuthOptions::default().redis(&backend);
+    let auths = join_all((0..2).map(|_| TestAuth::spawn(None, options.clone()))).await;
+    for auth in &auths {
+        assert!(
+            !auth.logs().contains("no Redis configured"),
+            "{mode:?}: auth fell back to the embedded store"
+        );
+    }
+    let mut gws = Vec::new();
+    for auth in &auths {
+        gws.push(TestGateway::spawn(&[auth], GatewayOptions::default()).await);
+    }
+    join_all(gws.iter().map(|g| g.wait_ready(Duration::from_secs(20)))).await;
+    let mut all: Vec<u32> = gws.iter().map(|g| g.pid().expect("running")).collect();
+    all.sort_unstable();
+    let _alices = join_all(
+        gws.iter()
+            .map(|gateway| WsClient::authenticated(gateway, "alice")),
+    )
+    .await;
+
+    wait_until(
+        CHANGE_SEEN,
+        "each replica lists both gateways and finds alice on both",
+        || async {
+            let mut ok = true;
+            for auth in &auths {
+                let found: Vec<u32> = presence(auth, "alice")
+                    .await
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .collect();
+                ok &= pids(&gateways(auth).await) == all && found == all;
+            }
+            ok
+        },
+    )
+    .await;
+    for auth in &auths {
+        assert!(
+            !auth.logs().contains("per auth replica"),
+            "{mode:?}: no per-replica presence warning"
+        );
+    }
+    // The services stop before their Redis does.
+    drop(gws);
+    drop(auths);
+    drop(backend);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_auth_replica_sees_every_gateway_in_cluster_mode() {
+    every_replica_sees_every_gateway(RedisMode::Cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_auth_replica_sees_every_gateway_in_sentinel_mode() {
+    every_replica_sees_every_gateway(RedisMode::Sentinel).await;
 }

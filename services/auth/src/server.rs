@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -108,39 +107,27 @@ pub async fn run(
     // The stream reader and every Subscribe forwarder: `run` returns after they stop.
     let tasks = TaskTracker::new();
     let retention = config.event_retention;
-    // An empty REDIS_URL (a template's `REDIS_URL=`) means none, as unset.
-    let redis_url = config
-        .redis_url
-        .as_ref()
-        .filter(|url| !url.expose_secret().trim().is_empty());
-    let presence: Arc<dyn PresenceStore> = match redis_url {
-        Some(url) => Arc::new(RedisPresence::new(
-            url.expose_secret(),
-            config.redis_timeout(),
-        )?),
-        None => {
-            if !config.redis_cluster_urls.is_empty() || !config.redis_sentinel_urls.is_empty() {
-                tracing::warn!(
-                    "presence (AdminService) is kept per auth replica in Cluster and Sentinel \
-                     modes: ListGateways and Presence see the gateways reporting to this replica"
-                );
+    // Presence lives beside the store, on its connection (every mode, TLS).
+    let (store, presence): (Arc<dyn Store>, Arc<dyn PresenceStore>) =
+        match RedisSettings::from_config(&config)? {
+            Some(settings) => {
+                let redis = RedisStore::connect(&settings, stop.clone(), &tasks).await?;
+                (Arc::new(redis.clone()), Arc::new(RedisPresence::new(redis)))
             }
-            Arc::new(MemoryPresence::new())
-        }
-    };
-    let store: Arc<dyn Store> = match RedisSettings::from_config(&config)? {
-        Some(settings) => Arc::new(RedisStore::connect(&settings, stop.clone(), &tasks).await?),
-        None => {
-            tracing::warn!(
-                "no Redis configured (REDIS_URL, REDIS_CLUSTER_URLS or REDIS_SENTINEL_URLS): using \
-                 the embedded in-memory store, which serves ONE auth replica only (state is lost \
-                 on restart and not shared)"
-            );
-            Arc::new(MemoryStore::new(
-                usize::try_from(retention).unwrap_or(usize::MAX),
-            ))
-        }
-    };
+            None => {
+                tracing::warn!(
+                    "no Redis configured (REDIS_URL, REDIS_CLUSTER_URLS or REDIS_SENTINEL_URLS): \
+                     using the embedded in-memory store, which serves ONE auth replica only \
+                     (state is lost on restart and not shared)"
+                );
+                (
+                    Arc::new(MemoryStore::new(
+                        usize::try_from(retention).unwrap_or(usize::MAX),
+                    )),
+                    Arc::new(MemoryPresence::new()),
+                )
+            }
+        };
     let store = MeteredStore::wrap(store, metrics.clone());
     tasks.spawn(metrics::store::watch_reader_lag(
         store.clone(),

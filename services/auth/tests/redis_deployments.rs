@@ -1,7 +1,8 @@
 //! The contract's "Redis deployments" checks that need a Redis configured a
 //! particular way, each a real redis-server: `maxmemory-policy` refused
 //! at start (and `REDIS_ALLOW_EVICTION`), `REDIS_WAIT_REPLICAS` with a real
-//! replica, and `rediss://` with certificates made in the test.
+//! replica, and `rediss://` with certificates made in the test (tokens,
+//! events and presence).
 
 mod common;
 
@@ -11,8 +12,10 @@ use std::time::Duration;
 use common::*;
 use tonic::Code;
 use wsauth_auth::ServeError;
+use wsauth_shared::proto::admin_service_client::AdminServiceClient;
 use wsauth_shared::proto::{
-    HistoryRequest, IssueWsTokenRequest, PublishRequest, ValidateTokenRequest,
+    ConnectionEntry, HistoryRequest, IssueWsTokenRequest, ListGatewaysRequest, PresenceRequest,
+    PublishRequest, ReportGatewayRequest, ValidateTokenRequest,
 };
 use wsauth_tests::RedisNode;
 use wsauth_tests::pki::{PkiDir, TestCa};
@@ -227,4 +230,66 @@ async fn rediss_with_a_client_certificate_serves_and_without_one_is_unavailable(
     wrong_ca.redis_client_key_file = Some(files.client.1.clone());
     let auth = TestAuth::spawn(wrong_ca).await;
     assert_code(token_round_trip(&auth, "alice").await, Code::Unavailable);
+}
+
+/// Presence is on the store's connection: over `rediss://` with a private CA
+/// and a client certificate, a gateway's report is listed and its user found.
+#[tokio::test]
+async fn presence_works_over_rediss_with_a_private_ca_and_a_client_certificate() {
+    let dir = PkiDir::new();
+    let ca = TestCa::new("redis presence CA");
+    let files = tls_files(&dir, &ca);
+    let (_redis, port) = tls_redis(&dir, &files);
+    let mut settings = config(Some(format!("rediss://localhost:{port}")));
+    settings.redis_ca_file = Some(files.ca.clone());
+    settings.redis_client_cert_file = Some(files.client.0.clone());
+    settings.redis_client_key_file = Some(files.client.1.clone());
+    let auth = TestAuth::spawn(settings).await;
+    let mut admin = AdminServiceClient::new(auth.channel().await);
+
+    let connected_at = prost_types::Timestamp {
+        seconds: i64::try_from(now_s()).expect("now fits i64"),
+        nanos: 0,
+    };
+    let reported = call(admin.report_gateway(req(
+        ReportGatewayRequest {
+            gateway_id: "gw-tls".into(),
+            connections: 1,
+            authenticated: 1,
+            started_at: Some(connected_at),
+            full: true,
+            added: vec![ConnectionEntry {
+                conn_id: "c1".into(),
+                user_id: "alice".into(),
+                connected_at: Some(connected_at),
+            }],
+            removed: Vec::new(),
+        },
+        Some(INTERNAL_KEY),
+    )))
+    .await
+    .expect("ReportGateway over TLS");
+    assert!(!reported.resync);
+
+    let listed = call(admin.list_gateways(req(ListGatewaysRequest {}, Some(ADMIN_KEY))))
+        .await
+        .expect("ListGateways over TLS")
+        .gateways;
+    let ids: Vec<&str> = listed.iter().map(|g| g.gateway_id.as_str()).collect();
+    assert_eq!(ids, ["gw-tls"]);
+    assert_eq!(listed[0].authenticated, 1);
+    let found = call(admin.presence(req(
+        PresenceRequest {
+            user_id: "alice".into(),
+        },
+        Some(ADMIN_KEY),
+    )))
+    .await
+    .expect("Presence over TLS")
+    .connections;
+    let found: Vec<(&str, &str)> = found
+        .iter()
+        .map(|c| (c.gateway_id.as_str(), c.conn_id.as_str()))
+        .collect();
+    assert_eq!(found, [("gw-tls", "c1")]);
 }

@@ -7,18 +7,17 @@
 //!   (`<conn_id>\n<gateway_id>` → connected_at ms). Entries of gateways that
 //!   are gone are skipped, and removed, when the user is looked up.
 //!
-//! Each key is written on its own (no multi-key command), as Redis Cluster requires.
+//! Each command names one key (no multi-key command), and a batch of them is
+//! split by slot in Cluster mode ([`Batch`]): nothing here needs two keys at once.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError};
+use redis::{FromRedisValue, Value};
 
 use super::{GATEWAY_TTL_MS, GatewayRecord, GatewayReport, PresenceEntry, PresenceStore};
 use crate::store::StoreError;
+use crate::store::redis::{Batch, RedisStore};
 
 const GATEWAYS: &str = "wsauth:presence:gws";
 
@@ -39,49 +38,39 @@ fn user_field(conn_id: &str, gateway_id: &str) -> String {
     format!("{conn_id}\n{gateway_id}")
 }
 
-/// Presence kept in Redis.
+/// Presence kept in Redis, on the store's connection: the same deployment
+/// (one server, Cluster or Sentinel, over TLS or not) and the same deadline
+/// (`REDIS_TIMEOUT_MS`) as tokens and events.
 pub struct RedisPresence {
-    conn: ConnectionManager,
-    timeout: Duration,
+    redis: RedisStore,
 }
 
 impl RedisPresence {
-    /// Connects lazily: auth starts while Redis is down, and calls fail
-    /// with Unavailable until it is back.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = Client::open(url)
-            .map_err(|e| StoreError::Failed(format!("invalid REDIS_URL: {:?}", e.kind())))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(store_error)?;
-        Ok(Self { conn, timeout })
+    pub fn new(redis: RedisStore) -> Self {
+        Self { redis }
     }
 
-    /// One Redis round trip under the deadline.
-    async fn call<T>(
-        &self,
-        f: impl Future<Output = Result<T, RedisError>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(result) => result.map_err(store_error),
-            Err(_) => Err(StoreError::Unavailable("redis call timed out".into())),
-        }
+    /// Runs `batch`, every reply read as a `T`.
+    async fn run<T: FromRedisValue>(&self, batch: Batch) -> Result<Vec<T>, StoreError> {
+        self.redis
+            .run_batch(batch)
+            .await?
+            .into_iter()
+            .map(parse)
+            .collect()
+    }
+
+    /// Runs one command (the only one in `batch`).
+    async fn one<T: FromRedisValue>(&self, batch: Batch) -> Result<T, StoreError> {
+        self.run(batch)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("no reply".into()))
     }
 }
 
-fn store_error(error: RedisError) -> StoreError {
-    if error.is_io_error()
-        || error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-    {
-        StoreError::Unavailable(error.to_string())
-    } else {
-        StoreError::Failed(error.to_string())
-    }
+fn parse<T: FromRedisValue>(value: Value) -> Result<T, StoreError> {
+    redis::from_redis_value(value).map_err(|e| StoreError::Corrupt(format!("presence: {e}")))
 }
 
 fn field(hash: &HashMap<String, String>, name: &str) -> u64 {
@@ -92,95 +81,77 @@ fn field(hash: &HashMap<String, String>, name: &str) -> u64 {
 impl PresenceStore for RedisPresence {
     async fn report(&self, report: &GatewayReport, now_ms: u64) -> Result<bool, StoreError> {
         let id = &report.gateway_id;
-        let mut conn = self.conn.clone();
         let resync = if report.full {
             // Forget what this gateway held before (it restarted or resyncs).
-            let old: HashMap<String, String> = self
-                .call(
-                    redis::cmd("HGETALL")
-                        .arg(conns_key(id))
-                        .query_async(&mut conn),
-                )
-                .await?;
-            let mut pipe = redis::pipe();
+            let mut read = Batch::default();
+            read.cmd("HGETALL", conns_key(id));
+            let old: HashMap<String, String> = self.one(read).await?;
+            let mut forget = Batch::default();
             for (conn_id, user_id) in &old {
-                pipe.hdel(user_key(user_id), user_field(conn_id, id))
-                    .ignore();
+                forget
+                    .cmd("HDEL", user_key(user_id))
+                    .arg(user_field(conn_id, id));
             }
-            pipe.del(conns_key(id)).ignore();
-            self.call(pipe.query_async::<()>(&mut conn)).await?;
+            forget.cmd("DEL", conns_key(id));
+            self.run::<Value>(forget).await?;
             false
         } else {
-            let known: bool = self
-                .call(
-                    redis::cmd("EXISTS")
-                        .arg(gateway_key(id))
-                        .query_async(&mut conn),
-                )
-                .await?;
+            let mut exists = Batch::default();
+            exists.cmd("EXISTS", gateway_key(id));
+            let known: bool = self.one(exists).await?;
             !known
         };
-        let mut pipe = redis::pipe();
+        // Per key, in this order: a key's expiry is set after it is written.
+        let mut write = Batch::default();
         for entry in &report.added {
-            pipe.hset(
-                user_key(&entry.user_id),
-                user_field(&entry.conn_id, id),
-                entry.connected_at_ms,
-            )
-            .ignore()
-            .hset(conns_key(id), &entry.conn_id, &entry.user_id)
-            .ignore();
+            write
+                .cmd("HSET", user_key(&entry.user_id))
+                .arg(user_field(&entry.conn_id, id))
+                .arg(entry.connected_at_ms);
+            write
+                .cmd("HSET", conns_key(id))
+                .arg(&entry.conn_id)
+                .arg(&entry.user_id);
         }
         for entry in &report.removed {
-            pipe.hdel(user_key(&entry.user_id), user_field(&entry.conn_id, id))
-                .ignore()
-                .hdel(conns_key(id), &entry.conn_id)
-                .ignore();
+            write
+                .cmd("HDEL", user_key(&entry.user_id))
+                .arg(user_field(&entry.conn_id, id));
+            write.cmd("HDEL", conns_key(id)).arg(&entry.conn_id);
         }
         let ttl = i64::try_from(GATEWAY_TTL_MS).unwrap_or(i64::MAX);
         let cutoff = now_ms.saturating_sub(GATEWAY_TTL_MS + 1);
-        pipe.hset_multiple(
-            gateway_key(id),
-            &[
-                ("connections", report.connections),
-                ("authenticated", report.authenticated),
-                ("started_at", report.started_at_ms),
-                ("last_seen", now_ms),
-            ],
-        )
-        .ignore()
-        .pexpire(gateway_key(id), ttl)
-        .ignore()
-        .pexpire(conns_key(id), ttl)
-        .ignore()
-        .zadd(GATEWAYS, id, now_ms)
-        .ignore()
-        .zrembyscore(GATEWAYS, "-inf", cutoff)
-        .ignore();
-        self.call(pipe.query_async::<()>(&mut conn)).await?;
+        write
+            .cmd("HSET", gateway_key(id))
+            .arg("connections")
+            .arg(report.connections)
+            .arg("authenticated")
+            .arg(report.authenticated)
+            .arg("started_at")
+            .arg(report.started_at_ms)
+            .arg("last_seen")
+            .arg(now_ms);
+        write.cmd("PEXPIRE", gateway_key(id)).arg(ttl);
+        write.cmd("PEXPIRE", conns_key(id)).arg(ttl);
+        write.cmd("ZADD", GATEWAYS).arg(now_ms).arg(id);
+        write
+            .cmd("ZREMRANGEBYSCORE", GATEWAYS)
+            .arg("-inf")
+            .arg(cutoff);
+        self.run::<Value>(write).await?;
         Ok(resync)
     }
 
     async fn gateways(&self, now_ms: u64) -> Result<Vec<GatewayRecord>, StoreError> {
-        let mut conn = self.conn.clone();
         let since = now_ms.saturating_sub(GATEWAY_TTL_MS);
-        let ids: Vec<String> = self
-            .call(
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(GATEWAYS)
-                    .arg(since)
-                    .arg("+inf")
-                    .query_async(&mut conn),
-            )
-            .await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
+        let mut range = Batch::default();
+        range.cmd("ZRANGEBYSCORE", GATEWAYS).arg(since).arg("+inf");
+        let ids: Vec<String> = self.one(range).await?;
+        let mut read = Batch::default();
         for id in &ids {
-            pipe.hgetall(gateway_key(id));
+            read.cmd("HGETALL", gateway_key(id));
         }
-        let hashes: Vec<HashMap<String, String>> = self.call(pipe.query_async(&mut conn)).await?;
+        let hashes: Vec<HashMap<String, String>> = self.run(read).await?;
         let mut records: Vec<GatewayRecord> = ids
             .into_iter()
             .zip(hashes)
@@ -199,14 +170,9 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn presence(&self, user_id: &str, now_ms: u64) -> Result<Vec<PresenceEntry>, StoreError> {
-        let mut conn = self.conn.clone();
-        let fields: HashMap<String, u64> = self
-            .call(
-                redis::cmd("HGETALL")
-                    .arg(user_key(user_id))
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let mut read = Batch::default();
+        read.cmd("HGETALL", user_key(user_id));
+        let fields: HashMap<String, u64> = self.one(read).await?;
         let entries: Vec<(String, PresenceEntry)> = fields
             .into_iter()
             .filter_map(|(field, connected_at_ms)| {
@@ -225,15 +191,11 @@ impl PresenceStore for RedisPresence {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let mut pipe = redis::pipe();
+        let mut scores = Batch::default();
         for gateway_id in &gateways {
-            pipe.zscore(GATEWAYS, *gateway_id);
+            scores.cmd("ZSCORE", GATEWAYS).arg(*gateway_id);
         }
-        let scores: Vec<Option<u64>> = if gateways.is_empty() {
-            Vec::new()
-        } else {
-            self.call(pipe.query_async(&mut conn)).await?
-        };
+        let scores: Vec<Option<u64>> = self.run(scores).await?;
         let since = now_ms.saturating_sub(GATEWAY_TTL_MS);
         let live: HashSet<&str> = gateways
             .iter()
@@ -245,17 +207,11 @@ impl PresenceStore for RedisPresence {
             .iter()
             .partition(|(_, e)| live.contains(e.gateway_id.as_str()));
         if !gone.is_empty() {
+            let mut clean = Batch::default();
             let stale: Vec<&str> = gone.iter().map(|(field, _)| field.as_str()).collect();
+            clean.cmd("HDEL", user_key(user_id)).arg(&stale);
             // Best effort: a failure leaves entries that are skipped next time too.
-            let cleaned = self
-                .call(
-                    redis::cmd("HDEL")
-                        .arg(user_key(user_id))
-                        .arg(&stale)
-                        .query_async::<()>(&mut conn),
-                )
-                .await;
-            if let Err(error) = cleaned {
+            if let Err(error) = self.run::<Value>(clean).await {
                 tracing::debug!(%error, "could not remove stale presence entries");
             }
         }
@@ -272,12 +228,61 @@ impl PresenceStore for RedisPresence {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use secrecy::SecretString;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
     use super::*;
+    use crate::store::redis::{RedisSettings, Topology};
+
+    async fn conformance(topology: Topology) {
+        let settings = RedisSettings {
+            topology,
+            tls: Default::default(),
+            timeout: Duration::from_secs(2),
+            retention: 100,
+            wait_replicas: 0,
+            allow_eviction: false,
+        };
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let store = RedisStore::connect(&settings, shutdown.clone(), &tasks)
+            .await
+            .expect("the store connects");
+        crate::presence::conformance::run(&RedisPresence::new(store)).await;
+        shutdown.cancel();
+    }
+
+    fn urls(list: &str) -> Vec<SecretString> {
+        list.split(',').map(SecretString::from).collect()
+    }
 
     #[tokio::test]
     async fn passes_the_presence_conformance_suite() {
         let redis = wsauth_tests::TestRedis::spawn();
-        let store = RedisPresence::new(&redis.url(), Duration::from_secs(2)).expect("valid url");
-        crate::presence::conformance::run(&store).await;
+        conformance(Topology::Single(redis.url().into())).await;
+    }
+
+    /// Batches that touch many keys: refused as cross-slot if sent as one pipeline.
+    #[tokio::test]
+    async fn passes_the_presence_conformance_suite_on_a_cluster() {
+        let cluster = tokio::task::spawn_blocking(wsauth_tests::TestRedisCluster::spawn)
+            .await
+            .expect("the cluster starts");
+        conformance(Topology::Cluster(urls(&cluster.urls()))).await;
+    }
+
+    #[tokio::test]
+    async fn passes_the_presence_conformance_suite_on_a_sentinel_master() {
+        let sentinel = tokio::task::spawn_blocking(wsauth_tests::TestRedisSentinel::spawn)
+            .await
+            .expect("the deployment starts");
+        conformance(Topology::Sentinel {
+            sentinels: urls(&sentinel.urls()),
+            master: wsauth_tests::SENTINEL_MASTER.to_owned(),
+        })
+        .await;
     }
 }

@@ -6,8 +6,10 @@
 //! the keys of one slot and declares them: ws-token and revocation keys
 //! spread over the slots, the event stream and its epoch share one hash tag.
 //! The stream is read by one [`reader`] task per process on its own
-//! connection and fanned out in-process.
+//! connection and fanned out in-process. Presence runs its commands on the
+//! same connection ([`batch`]).
 
+mod batch;
 mod conn;
 mod eviction;
 mod reader;
@@ -25,6 +27,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::batch::Batch;
 use self::conn::{Conn, Redis};
 use self::eviction::check_eviction;
 use self::reader::Reader;
