@@ -10,6 +10,17 @@ use std::str::FromStr;
 
 use crate::limits::MAX_ID_BYTES as MAX_EVENT_ID_BYTES;
 
+/// The response metadata of a live Subscribe (no `after_id`, no
+/// `from_oldest`): where the stream stood when it opened, so that a
+/// subscriber whose stream breaks before its first event resumes from there
+/// instead of losing what was published meanwhile. The value is an event id
+/// (resume with `after_id`) or [`LIVE_FROM_OLDEST`]. An auth that predates it
+/// sends none.
+pub const LIVE_FROM_METADATA: &str = "wsauth-live-from";
+/// [`LIVE_FROM_METADATA`]'s value when the stream was empty: every event of
+/// whichever epoch comes is new, so resume with `from_oldest`.
+pub const LIVE_FROM_OLDEST: &str = "oldest";
+
 /// A position inside one epoch of the stream: Redis's `<ms>-<seq>`, ordered numerically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct StreamSeq {

@@ -1,7 +1,8 @@
 //! Redis losing the stream (FLUSHALL, a restart without persistence): the
 //! events of the new epoch still arrive, once and in order, after a
 //! `{"type":"gap"}`; a RevokeUser among them still closes with 4401; a
-//! `since` from the lost stream gets `auth_ok` with `"gap":true`.
+//! `since` from the lost stream gets `auth_ok` with `"gap":true`. And a
+//! gateway's live stream broken before its first event loses nothing.
 
 use std::time::Duration;
 
@@ -10,8 +11,8 @@ use tokio::time::Instant;
 use tonic::Code;
 use wsauth_tests::metrics::sample_sum;
 use wsauth_tests::{
-    ApiKey, AuthOptions, Cluster, Frame, GatewayOptions, Jwt, STEP, TestAuth, WsClient, redis_cli,
-    warm_up,
+    ApiKey, AuthOptions, Cluster, Frame, GatewayOptions, Jwt, STEP, TestAuth, TestGateway,
+    TestRedis, WsClient, redis_cli, warm_up,
 };
 
 pub(crate) const GAP: &str = r#"{"type":"gap"}"#;
@@ -213,4 +214,51 @@ async fn a_since_from_before_a_flushall_gets_auth_ok_with_gap_and_the_new_epochs
     // A since that is fine: plain auth_ok, no gap field.
     let jwt = Jwt::for_user("carol").sign();
     WsClient::authenticated_with(cluster.gateway(), &jwt, "carol", Some(&new2)).await;
+}
+
+/// The gateway's first stream, opened live, breaks before any event (its
+/// only auth replica is killed) while another replica publishes: auth said
+/// where the live stream began, so the gateway resumes from there and the
+/// event arrives, with no gap. `published_before`: the stream already held
+/// an event (auth names its id), or was empty (auth says `oldest`).
+async fn a_live_stream_broken_before_its_first_event_loses_nothing(published_before: bool) {
+    let redis = TestRedis::spawn();
+    let mut streamer = TestAuth::spawn(Some(&redis), AuthOptions::default()).await;
+    let publisher = TestAuth::spawn(Some(&redis), AuthOptions::default()).await;
+    if published_before {
+        publisher.publish("before the gateway", None).await;
+    }
+    let gateway = TestGateway::spawn(&[&streamer], GatewayOptions::default()).await;
+    gateway.wait_ready(RESUME).await;
+    let mut alice = WsClient::authenticated(&gateway, "alice").await;
+
+    streamer.kill().await;
+    let missed = publisher.publish("missed", None).await;
+    streamer.restart().await;
+
+    let got = texts(&frames_until(&mut alice, "missed").await);
+    assert_eq!(
+        got,
+        [broadcast(&missed, "missed")],
+        "the event published while the stream was down, and no gap"
+    );
+    let live = publisher.publish("live", None).await;
+    let got = texts(&frames_until(&mut alice, "live").await);
+    assert_eq!(got, [broadcast(&live, "live")], "then live, once");
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        sample_sum(&metrics, "wsauth_gateway_stream_gaps_total").unwrap_or(0.0),
+        0.0,
+        "no gap counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_broken_before_its_first_event_resumes_after_the_id_auth_gave() {
+    a_live_stream_broken_before_its_first_event_loses_nothing(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_on_an_empty_stream_broken_before_its_first_event_resumes_from_the_oldest() {
+    a_live_stream_broken_before_its_first_event_loses_nothing(false).await;
 }

@@ -44,6 +44,17 @@ pub struct HistoryPage {
     pub next_after: Option<EventId>,
 }
 
+/// Where a live subscription (one without a start) begins, for its
+/// subscriber to resume from should the stream break before its first event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveFrom {
+    /// After this id, the stream's last when the subscription opened.
+    After(EventId),
+    /// The stream was empty: every event of whichever epoch comes is new,
+    /// so a resume from the oldest retained event misses nothing.
+    Oldest,
+}
+
 /// The first chunk of a read from the oldest retained event.
 struct Oldest {
     /// Where the next read continues: the chunk's last event, or the
@@ -141,9 +152,23 @@ impl Events {
             pending: VecDeque::new(),
             catching_up: false,
             cursor: None,
+            live_from: None,
         };
         match start {
-            None => {}
+            // The stream's position, read after joining the fan-out: what is
+            // appended after the read arrives live, what came before is
+            // skipped by id. A new epoch under it is then a loss told with
+            // OUT_OF_RANGE, as for any subscriber with a position.
+            None => {
+                let live_from = match self.stream_end().await? {
+                    Some(last) => {
+                        subscription.cursor = Some(last.clone());
+                        LiveFrom::After(last)
+                    }
+                    None => LiveFrom::Oldest,
+                };
+                subscription.live_from = Some(live_from);
+            }
             Some(Start::After(after)) => {
                 subscription.cursor = Some(after);
                 subscription.catching_up = true;
@@ -161,6 +186,20 @@ impl Events {
             }
         }
         Ok(subscription)
+    }
+
+    /// The id of the stream's last event (retained or not); `None` when
+    /// there is no stream.
+    async fn stream_end(&self) -> Result<Option<EventId>, AuthError> {
+        let at = EventId {
+            epoch: Box::default(),
+            seq: StreamSeq::default(),
+        };
+        let chunk = self.store.read_after(&at, 1, 1).await?;
+        Ok(chunk.epoch.map(|epoch| EventId {
+            epoch: epoch.into(),
+            seq: chunk.last,
+        }))
     }
 
     /// The first chunk of the current epoch from its oldest retained event;
@@ -249,11 +288,19 @@ pub struct Subscription {
     live: broadcast::Receiver<Live>,
     pending: VecDeque<Arc<Event>>,
     catching_up: bool,
-    /// The last event handed out (or the `after` id): live events at or before it are skipped.
+    /// The last event handed out (or the `after` id, or the live start):
+    /// live events at or before it are skipped.
     cursor: Option<EventId>,
+    /// Where a live subscription began.
+    live_from: Option<LiveFrom>,
 }
 
 impl Subscription {
+    /// Where this subscription began, when it was opened live (no start).
+    pub fn live_from(&self) -> Option<&LiveFrom> {
+        self.live_from.as_ref()
+    }
+
     /// The next event. `Ok(None)` when the store's fan-out ended (shutdown);
     /// `OutOfRange` when catching up from an id that is no longer retained,
     /// or when the store lost the stream under it (a new epoch);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use common::*;
 use tokio::time::timeout;
 use tonic::{Code, Streaming};
+use wsauth_shared::event_id::{LIVE_FROM_METADATA, LIVE_FROM_OLDEST};
 use wsauth_shared::proto::broadcast_service_client::BroadcastServiceClient;
 use wsauth_shared::proto::{
     Event, EventKind, HistoryRequest, PublishRequest, RevokeUserRequest, SubscribeRequest,
@@ -695,4 +696,86 @@ async fn an_id_ahead_of_the_stream_is_out_of_range_with_redis() {
 #[tokio::test]
 async fn an_id_ahead_of_the_stream_is_out_of_range_in_memory() {
     ids_ahead_of_the_stream(None).await;
+}
+
+/// A live Subscribe and the `wsauth-live-from` metadata it answers with.
+async fn subscribe_live(client: &mut Client) -> (Option<String>, Streaming<Event>) {
+    let mut request = req(
+        SubscribeRequest {
+            gateway_id: "gw-test".into(),
+            after_id: None,
+            from_oldest: false,
+        },
+        Some(INTERNAL_KEY),
+    );
+    request.metadata_mut().remove("grpc-timeout");
+    let response = timeout(CALL_DEADLINE, client.subscribe(request))
+        .await
+        .expect("subscribe answers in time")
+        .expect("subscribe");
+    let live_from = response
+        .metadata()
+        .get(LIVE_FROM_METADATA)
+        .map(|value| value.to_str().expect("ascii").to_owned());
+    (live_from, response.into_inner())
+}
+
+async fn live_subscribe_says_where_it_began(redis_url: Option<String>) {
+    let with_redis = redis_url.is_some();
+    let auth = TestAuth::spawn(config(redis_url)).await;
+    let mut client = auth.broadcast_client().await;
+    let (from, _empty) = subscribe_live(&mut client).await;
+    let from = from.expect("a live Subscribe says where it began");
+    if with_redis {
+        assert_eq!(from, LIVE_FROM_OLDEST, "no stream in Redis yet");
+    } else {
+        // The memory store's epoch exists from the start, empty.
+        assert!(from.ends_with(":0-0"), "{from}");
+    }
+
+    let first = publish(&mut client, "first", None).await;
+    let (from, mut live) = subscribe_live(&mut client).await;
+    assert_eq!(
+        from.as_deref(),
+        Some(first.as_str()),
+        "the stream's last id"
+    );
+    let second = publish(&mut client, "second", None).await;
+    assert_eq!(
+        next(&mut live).await.expect("event").id,
+        second,
+        "live only"
+    );
+    // What a subscriber whose live stream broke resumes with: nothing lost.
+    let mut resumed = subscribe(&mut client, Some(&first))
+        .await
+        .expect("resume from it");
+    assert_eq!(next(&mut resumed).await.expect("event").id, second);
+
+    // Only a live Subscribe says it.
+    let mut request = req(
+        SubscribeRequest {
+            gateway_id: "gw-test".into(),
+            after_id: Some(first.clone()),
+            from_oldest: false,
+        },
+        Some(INTERNAL_KEY),
+    );
+    request.metadata_mut().remove("grpc-timeout");
+    let response = timeout(CALL_DEADLINE, client.subscribe(request))
+        .await
+        .expect("subscribe answers in time")
+        .expect("subscribe");
+    assert!(response.metadata().get(LIVE_FROM_METADATA).is_none());
+}
+
+#[tokio::test]
+async fn a_live_subscribe_says_where_it_began_with_redis() {
+    let redis = TestRedis::spawn();
+    live_subscribe_says_where_it_began(Some(redis.url())).await;
+}
+
+#[tokio::test]
+async fn a_live_subscribe_says_where_it_began_in_memory() {
+    live_subscribe_says_where_it_began(None).await;
 }

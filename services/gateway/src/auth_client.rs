@@ -34,7 +34,7 @@ use wsauth_shared::trace_context;
 
 pub use self::decode::HistoryPage;
 use self::decode::timestamp;
-pub use self::decode::{EventStream, Incoming, Unreadable};
+pub use self::decode::{EventStream, Incoming, LiveFrom, Unreadable};
 pub use self::discovery::{Resolve, SystemResolver};
 use self::endpoints::Endpoints;
 pub use self::error::{AuthCallError, ErrorKind};
@@ -319,14 +319,17 @@ impl AuthClient {
                     false,
                 );
                 async move {
-                    BroadcastServiceClient::new(channel)
+                    let response = BroadcastServiceClient::new(channel)
                         .max_decoding_message_size(MAX_DECODING_BYTES)
                         .subscribe(request)
-                        .await
+                        .await?;
+                    let live_from = LiveFrom::read(response.metadata());
+                    Ok(tonic::Response::new((response.into_inner(), live_from)))
                 }
             })
             .await?;
-        Ok(EventStream { inner })
+        let (inner, live_from) = inner;
+        Ok(EventStream { inner, live_from })
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wsauth_shared::backoff::Backoff;
 
-use crate::auth_client::{AuthCallError, AuthClient, ErrorKind, Incoming};
+use crate::auth_client::{AuthCallError, AuthClient, ErrorKind, Incoming, LiveFrom};
 use crate::event::{EventId, Start};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -24,6 +24,10 @@ enum Resume {
     /// Live events only: nothing was delivered yet, so nothing can be missed
     /// by starting now.
     Live,
+    /// From the oldest event auth retains, with nothing missed: auth's stream
+    /// was empty when the live stream opened, so every event that comes
+    /// (of whichever epoch) is new.
+    Fresh,
     /// After the last event delivered (or skipped as unreadable).
     After(EventId),
     /// From the oldest event auth still retains: the resume point (kept
@@ -38,6 +42,7 @@ impl std::fmt::Display for Resume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Live => f.write_str("live"),
+            Self::Fresh => f.write_str("the oldest retained event (the stream was empty)"),
             Self::After(last) => write!(f, "after {last}"),
             Self::Oldest(_) => f.write_str("the oldest retained event"),
         }
@@ -49,14 +54,28 @@ impl Resume {
         match self {
             Self::Live => None,
             Self::After(last) => Some(Start::After(last)),
-            Self::Oldest(_) => Some(Start::Oldest),
+            Self::Fresh | Self::Oldest(_) => Some(Start::Oldest),
         }
     }
 
     fn last(&self) -> Option<&EventId> {
         match self {
             Self::After(last) | Self::Oldest(Some(last)) => Some(last),
-            Self::Live | Self::Oldest(None) => None,
+            Self::Live | Self::Fresh | Self::Oldest(None) => None,
+        }
+    }
+
+    /// A live stream opened: where auth said it began (an auth that predates
+    /// saying so leaves it live) becomes the resume point, so a break before
+    /// its first event resumes from there and misses nothing.
+    fn opened_live(&mut self, from: Option<LiveFrom>) {
+        if *self != Self::Live {
+            return;
+        }
+        match from {
+            Some(LiveFrom::After(last)) => *self = Self::After(last),
+            Some(LiveFrom::Oldest) => *self = Self::Fresh,
+            None => {}
         }
     }
 
@@ -100,7 +119,9 @@ impl Subscriber {
                 Ok(mut stream) => {
                     let opened_at = tokio::time::Instant::now();
                     self.ready.set_subscribed(true);
-                    tracing::info!(from = %resume, "subscribed to events");
+                    let live_from = stream.live_from.take();
+                    tracing::info!(from = %resume, ?live_from, "subscribed to events");
+                    resume.opened_live(live_from);
                     let ended = loop {
                         let next = tokio::select! {
                             () = self.shutdown.cancelled() => None,
@@ -119,9 +140,10 @@ impl Subscriber {
                         }
                     };
                     self.ready.set_subscribed(false);
-                    // Broken before its first event: a live stream has no
-                    // position to resume from, so what is published until the
-                    // next one opens cannot be fetched. Say so.
+                    // Broken before its first event, from an auth that did not
+                    // say where the live stream began: no position to resume
+                    // from, so what is published until the next one opens
+                    // cannot be fetched. Say so.
                     if ended.is_some() && resume == Resume::Live {
                         tracing::warn!(
                             "event stream broke before its first event: events published until it reopens are not delivered; telling the connections"
@@ -301,6 +323,36 @@ mod tests {
         assert_eq!(live.start(), None, "a fresh gateway starts live");
         assert!(live.lost());
         assert_eq!(live, Resume::Oldest(None));
+    }
+
+    #[test]
+    fn a_live_stream_resumes_from_where_auth_said_it_began() {
+        let mut resume = Resume::Live;
+        resume.opened_live(Some(LiveFrom::After(id("ab:5-0"))));
+        assert_eq!(resume, Resume::After(id("ab:5-0")));
+        assert_eq!(resume.start(), Some(Start::After(&id("ab:5-0"))));
+
+        let mut resume = Resume::Live;
+        resume.opened_live(Some(LiveFrom::Oldest));
+        assert_eq!(resume, Resume::Fresh, "an empty stream: everything is new");
+        assert_eq!(resume.start(), Some(Start::Oldest));
+        assert_eq!(resume.last(), None, "no event is skipped as a replay");
+
+        let mut resume = Resume::Live;
+        resume.opened_live(None);
+        assert_eq!(
+            resume,
+            Resume::Live,
+            "an auth that does not say: still live"
+        );
+
+        let mut resume = Resume::After(id("ab:9-0"));
+        resume.opened_live(Some(LiveFrom::After(id("ab:5-0"))));
+        assert_eq!(
+            resume,
+            Resume::After(id("ab:9-0")),
+            "only a live stream takes it"
+        );
     }
 
     /// After a gap the stream restarts at its oldest event: a rolled-back

@@ -7,7 +7,9 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
+use wsauth_shared::event_id::{LIVE_FROM_METADATA, LIVE_FROM_OLDEST};
 use wsauth_shared::proto::broadcast_service_server::BroadcastService;
 use wsauth_shared::proto::{
     self, EventKind as ProtoKind, HistoryRequest, HistoryResponse, PublishRequest, PublishResponse,
@@ -16,8 +18,9 @@ use wsauth_shared::proto::{
 
 use super::{checks, timestamp};
 use crate::caller::{Caller, Role};
+use crate::error::AuthError;
 use crate::event::{Event, EventKind, NewEvent};
-use crate::events::{Events, HISTORY_SCAN_MAX, Start, Subscription};
+use crate::events::{Events, HISTORY_SCAN_MAX, LiveFrom, Start, Subscription};
 
 /// Events buffered per subscriber between its producer task and the transport.
 const SUBSCRIBER_QUEUE: usize = 256;
@@ -128,11 +131,28 @@ impl BroadcastService for BroadcastGrpc {
             Some(Start::Oldest) => Some("oldest".to_owned()),
         };
         let subscription = self.events.subscribe(start).await?;
-        tracing::info!(%gateway_id, ?after_id, "subscriber joined");
+        // Event ids are ASCII letters, digits, ':' and '-': valid metadata.
+        let live_from: Option<MetadataValue<Ascii>> = match subscription.live_from() {
+            None => None,
+            Some(LiveFrom::After(last)) => Some(
+                last.to_string()
+                    .parse()
+                    .map_err(|_| AuthError::Internal("an event id is not valid metadata"))?,
+            ),
+            Some(LiveFrom::Oldest) => Some(MetadataValue::from_static(LIVE_FROM_OLDEST)),
+        };
+        tracing::info!(%gateway_id, ?after_id, ?live_from, "subscriber joined");
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         self.tasks
             .spawn(forward(subscription, tx, self.shutdown.clone(), gateway_id));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response: Response<Self::SubscribeStream> =
+            Response::new(Box::pin(ReceiverStream::new(rx)));
+        if let Some(live_from) = live_from {
+            response
+                .metadata_mut()
+                .insert(LIVE_FROM_METADATA, live_from);
+        }
+        Ok(response)
     }
 }
 

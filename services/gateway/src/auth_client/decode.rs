@@ -4,6 +4,7 @@
 use std::str::FromStr;
 use std::time::SystemTime;
 
+use wsauth_shared::event_id::{LIVE_FROM_METADATA, LIVE_FROM_OLDEST};
 use wsauth_shared::proto;
 
 use super::AuthCallError;
@@ -69,9 +70,39 @@ pub enum Incoming {
     Unreadable(Unreadable),
 }
 
-/// A live Subscribe stream.
+/// Where auth says a live Subscribe began (its `wsauth-live-from` metadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveFrom {
+    /// After this id: the stream's last event when the subscription opened.
+    After(EventId),
+    /// The stream was empty: everything that comes is new.
+    Oldest,
+}
+
+impl LiveFrom {
+    /// Reads the metadata; `None` when absent (an auth that predates it, or
+    /// a Subscribe that was not live) or unreadable.
+    pub(super) fn read(metadata: &tonic::metadata::MetadataMap) -> Option<Self> {
+        let value = metadata.get(LIVE_FROM_METADATA)?;
+        let parsed = value.to_str().ok().and_then(|text| {
+            if text == LIVE_FROM_OLDEST {
+                Some(Self::Oldest)
+            } else {
+                text.parse().ok().map(Self::After)
+            }
+        });
+        if parsed.is_none() {
+            tracing::warn!(?value, "unreadable {LIVE_FROM_METADATA} from auth; ignored");
+        }
+        parsed
+    }
+}
+
+/// A Subscribe stream.
 pub struct EventStream {
     pub(super) inner: tonic::Streaming<proto::Event>,
+    /// Where a live stream began, when auth said.
+    pub live_from: Option<LiveFrom>,
 }
 
 impl EventStream {
