@@ -4,6 +4,7 @@
 mod assets;
 mod cors;
 mod health;
+mod refusals;
 mod token;
 mod ws;
 
@@ -18,7 +19,6 @@ use tracing::Instrument as _;
 use wsauth_shared::trace_context;
 
 use crate::error::HttpError;
-use crate::metrics::{Refusal, Route};
 use crate::state::AppState;
 
 // The header checks, for the fuzz targets: what `/token/ws` and `/ws` answer
@@ -31,53 +31,52 @@ const INDEX_HTML: &str = include_str!("../web/index.html");
 
 /// Every route of the gateway. No request-tracing layer on purpose: the
 /// `/ws` query string holds a credential, and URIs must never reach logs.
+///
+/// A middleware that would do nothing is left out rather than run as a
+/// no-op: each one costs a state clone, a service clone and a boxed future
+/// per request (callgrind, issue 8). So the per-IP limit is there only with
+/// `PER_IP_RATE`, and the trace layer only when spans are exported, which
+/// `telemetry::init_service` settles before the app is built.
 pub fn app(state: AppState) -> Router {
+    let mut token_ws = get(token::issue).options(cors::preflight);
+    let mut ws = get(ws::upgrade);
+    if state.limits.ip_rate.is_some() {
+        token_ws = token_ws.layer(middleware::from_fn_with_state(state.clone(), limit_per_ip));
+        ws = ws.layer(middleware::from_fn_with_state(state.clone(), limit_per_ip));
+    }
+    // Outside the per-IP limit, so a 429 carries the CORS headers a page needs to read it.
+    token_ws = token_ws.layer(middleware::from_fn_with_state(
+        state.clone(),
+        cors::allow_origin,
+    ));
+    if trace_context::is_exporting() {
+        token_ws = token_ws.layer(middleware::from_fn(|request, next| {
+            continue_trace("/token/ws", request, next)
+        }));
+        ws = ws.layer(middleware::from_fn(|request, next| {
+            continue_trace("/ws", request, next)
+        }));
+    }
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/client.js", get(assets::client_js))
         .route("/react.js", get(assets::react_js))
-        .route(
-            "/token/ws",
-            get(token::issue)
-                .options(cors::preflight)
-                // Inside CORS, so a 429 carries the CORS headers a page needs to read it.
-                .layer(middleware::from_fn_with_state(state.clone(), limit_per_ip))
-                .layer(middleware::from_fn_with_state(
-                    state.clone(),
-                    cors::allow_origin,
-                ))
-                .layer(middleware::from_fn(|request, next| {
-                    continue_trace("/token/ws", request, next)
-                })),
-        )
-        .route(
-            "/ws",
-            get(ws::upgrade)
-                .layer(middleware::from_fn_with_state(state.clone(), limit_per_ip))
-                .layer(middleware::from_fn(|request, next| {
-                    continue_trace("/ws", request, next)
-                })),
-        )
+        .route("/token/ws", token_ws)
+        .route("/ws", ws)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(|| async { HttpError::NotFound })
         .method_not_allowed_fallback(|| async { HttpError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_refusals,
-        ))
+        .layer(refusals::CountRefusalsLayer::new(state.metrics.clone()))
         .with_state(state)
 }
 
 /// The handshake's requests continue the client's W3C `traceparent` (or
 /// start a trace); the auth calls they make carry it on, and a session
 /// spawned by `/ws` is a child of its upgrade. Named by the route, never the
-/// URI: `/ws`'s query holds a credential.
+/// URI: `/ws`'s query holds a credential. Installed only while exporting.
 async fn continue_trace(route: &'static str, request: Request, next: Next) -> Response {
-    if !trace_context::is_exporting() {
-        return next.run(request).await;
-    }
     let name = format!("{} {route}", request.method());
     let span = trace_context::server_span(&name, request.headers());
     next.run(request).instrument(span).await
@@ -103,17 +102,6 @@ async fn limit_per_ip(
             .map_err(|retry_after_s| HttpError::RateLimited { retry_after_s })?;
     }
     Ok(next.run(request).await)
-}
-
-/// The one place refusals are counted: every [`HttpError`] response carries
-/// its [`Refusal`], whichever handler (or fallback) made it.
-async fn count_refusals(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = Route::of(request.uri().path());
-    let response = next.run(request).await;
-    if let Some(refusal) = response.extensions().get::<Refusal>() {
-        state.metrics.refused(route, *refusal);
-    }
-    response
 }
 
 #[cfg(test)]
@@ -179,7 +167,7 @@ mod tests {
 
     #[tokio::test]
     async fn readyz_follows_the_subscription_and_shutdown() {
-        let mut state = state_with_auth_down(|_| {});
+        let state = state_with_auth_down(|_| {});
         let (status, _) = get(state.clone(), "/readyz", &[]).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "unsubscribed");
         state.ready.set_subscribed(true);
@@ -188,7 +176,9 @@ mod tests {
         state.shutdown.cancel();
         let (status, _) = get(state.clone(), "/readyz", &[]).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-        state.shutdown = tokio_util::sync::CancellationToken::new();
+        // Not shutting down, subscribed once, then the subscription is lost.
+        let state = state_with_auth_down(|_| {});
+        state.ready.set_subscribed(true);
         state.ready.set_subscribed(false);
         let (status, _) = get(state, "/readyz", &[]).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "subscription lost");

@@ -53,9 +53,22 @@ impl Readiness {
     }
 }
 
-/// Shared state of the gateway.
+/// Shared state of the gateway: one allocation behind an `Arc`, so the
+/// clones every request makes (axum's `State`, each middleware, each
+/// session) are one counter increment, not one per handle below.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub auth: AuthClient,
     pub hub: Hub,
     pub metrics: Metrics,
@@ -73,7 +86,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: &Config, auth: AuthClient, metrics: Metrics) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             auth,
             hub: Hub::new(metrics.clone()),
             ready: Readiness::new(metrics.clone()),
@@ -99,9 +112,11 @@ impl AppState {
                 .collect(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
-        }
+        }))
     }
+}
 
+impl Shared {
     /// Whether a browser at `origin` may open a socket.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         if self.allowed_origins.is_empty() {
