@@ -3,11 +3,14 @@
 //! UNAUTHENTICATED when the method needs more (so a keyless caller cannot make
 //! auth buffer a body), and a server-side deadline on the call.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::Ready;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::FutureExt as _;
+use futures::future::{Either, Map};
+use tokio::time::Timeout;
+use tokio::time::error::Elapsed;
 use tonic::Status;
 use tower::{Layer, Service};
 
@@ -70,7 +73,8 @@ pub struct Gate<S> {
     deadline: Duration,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// What [`Gate`] answers with: a refusal at once, or the call under the deadline.
+type GateFuture<F, T> = Either<Ready<T>, Map<Timeout<F>, fn(Result<T, Elapsed>) -> T>>;
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Gate<S>
 where
@@ -82,47 +86,63 @@ where
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = GateFuture<S::Future, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let role = self.keys.role_of(
-            request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(http::HeaderValue::as_bytes),
-        );
-        let caller = Caller(role);
-        if let Err(error) = caller.require(required_role(request.uri().path())) {
+        let required = required_role(request.uri().path());
+        // An open method needs no key: its caller is not hashed and checked
+        // (no handler of an open method reads the role).
+        let caller = if required == Role::Anonymous {
+            Caller(Role::Anonymous)
+        } else {
+            Caller(
+                self.keys.role_of(
+                    request
+                        .headers()
+                        .get(http::header::AUTHORIZATION)
+                        .map(http::HeaderValue::as_bytes),
+                ),
+            )
+        };
+        if let Err(error) = caller.require(required) {
             // The body is dropped unread: h2 resets the stream and returns its
             // flow-control window, so nothing of it is buffered.
             drop(request);
-            return Box::pin(std::future::ready(Ok(Status::from(error).into_http())));
+            return Either::Left(std::future::ready(Ok(Status::from(error).into_http())));
         }
         request.extensions_mut().insert(caller);
         // The readied service answers this call; a fresh clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let deadline = self.deadline;
-        Box::pin(async move {
-            match tokio::time::timeout(deadline, inner.call(request)).await {
-                Ok(response) => response,
-                Err(_) => {
-                    Ok(Status::deadline_exceeded("the server-side deadline passed").into_http())
-                }
-            }
-        })
+        // A named future (no box per call): the timeout's `Elapsed` becomes
+        // DEADLINE_EXCEEDED through a plain fn.
+        let past_deadline: fn(_) -> _ = past_deadline;
+        Either::Right(tokio::time::timeout(self.deadline, inner.call(request)).map(past_deadline))
     }
+}
+
+/// The call's own answer, or DEADLINE_EXCEEDED when the deadline passed first.
+fn past_deadline<B: Default, E>(
+    outcome: Result<Result<http::Response<B>, E>, Elapsed>,
+) -> Result<http::Response<B>, E> {
+    outcome.unwrap_or_else(|_| {
+        Ok(Status::deadline_exceeded("the server-side deadline passed").into_http())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::Pin;
 
     use super::*;
+
+    type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
     #[test]
     fn methods_map_to_the_contract_roles() {

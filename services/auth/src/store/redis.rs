@@ -312,10 +312,10 @@ impl Store for RedisStore {
         jti: Option<&str>,
         user_id: &str,
     ) -> Result<RevocationState, StoreError> {
-        // Two GETs, not one MGET: in Cluster mode the keys are in different
-        // slots. Sent together, they share one round trip.
-        let (cutoff, jti_flag): (Option<Vec<u8>>, bool) = self
-            .call(|conn| async move {
+        let (cutoff, jti_flag): (Option<Vec<u8>>, bool) = if self.inner.redis.is_cluster() {
+            // Two commands, not one MGET: in Cluster mode the keys are in
+            // different slots. Sent together, they share one round trip.
+            self.call(|conn| async move {
                 let mut cutoff_conn = conn;
                 let mut jti_conn = cutoff_conn.clone();
                 let mut get = redis::cmd("GET");
@@ -335,7 +335,22 @@ impl Store for RedisStore {
                 let (cutoff, flag) = futures::future::join(cutoff, flag).await;
                 Ok((cutoff?, flag?))
             })
-            .await?;
+            .await?
+        } else {
+            // One server: one MGET, one command for Redis to run. A revoked
+            // jti's key holds "1", so MGET sees it as EXISTS would.
+            self.call(|mut conn| async move {
+                let mut mget = redis::cmd("MGET");
+                mget.arg(cutoff_key(user_id));
+                if let Some(jti) = jti {
+                    mget.arg(jti_key(jti));
+                }
+                let mut values: Vec<Option<Vec<u8>>> = mget.query_async(&mut conn).await?;
+                let jti_flag = jti.is_some() && values.pop().flatten().is_some();
+                Ok((values.into_iter().next().flatten(), jti_flag))
+            })
+            .await?
+        };
         Ok(RevocationState {
             jti_revoked: jti_flag,
             user_cutoff_ms: parse_cutoff(cutoff.as_deref().unwrap_or_default())?,
