@@ -18,7 +18,7 @@ use crate::gap::{GAP, RESUME, broadcast, frames_until, publish_when_up, revoke_w
 const EVENTS: usize = 30;
 const CLIENTS_PER_GATEWAY: usize = 3;
 
-/// `mod $flow { standalone, cluster, sentinel }`: one test per mode.
+/// `mod $flow { standalone, cluster, sentinel, tls }`: one test per mode.
 macro_rules! in_every_mode {
     ($flow:ident) => {
         mod $flow {
@@ -37,6 +37,11 @@ macro_rules! in_every_mode {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sentinel() {
                 super::$flow(RedisMode::Sentinel).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tls() {
+                super::$flow(RedisMode::Tls).await;
             }
         }
     };

@@ -37,6 +37,7 @@ mod redis_cluster;
 mod redis_modes;
 mod redis_node;
 mod redis_sentinel;
+mod redis_tls;
 pub mod tls_client;
 mod wait;
 mod ws;

@@ -1,4 +1,4 @@
-//! One test body, three Redis deployments: [`RedisMode`] names one,
+//! One test body, four Redis deployments: [`RedisMode`] names one,
 //! [`RedisBackend`] runs it and says how auth reaches it, and [`ModeStack`]
 //! puts auth replicas and gateways on it.
 
@@ -11,6 +11,7 @@ use crate::gateway::{GatewayOptions, TestGateway};
 use crate::redis::TestRedis;
 use crate::redis_cluster::TestRedisCluster;
 use crate::redis_sentinel::{SENTINEL_MASTER, TestRedisSentinel};
+use crate::redis_tls::TestRedisTls;
 
 /// The contract's three ways for auth to reach Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,8 @@ pub enum RedisMode {
     Cluster,
     /// `REDIS_SENTINEL_URLS` + `REDIS_SENTINEL_MASTER`: master, replica, 3 sentinels.
     Sentinel,
+    /// `REDIS_URL=rediss://…` with `REDIS_CA_FILE` and a client certificate.
+    Tls,
 }
 
 impl RedisMode {
@@ -29,6 +32,7 @@ impl RedisMode {
             Self::Standalone => "standalone",
             Self::Cluster => "cluster",
             Self::Sentinel => "sentinel",
+            Self::Tls => "tls",
         }
     }
 }
@@ -38,6 +42,7 @@ pub enum RedisBackend {
     Standalone(TestRedis),
     Cluster(TestRedisCluster),
     Sentinel(TestRedisSentinel),
+    Tls(TestRedisTls),
 }
 
 impl RedisBackend {
@@ -48,6 +53,7 @@ impl RedisBackend {
             RedisMode::Standalone => Self::Standalone(TestRedis::spawn()),
             RedisMode::Cluster => Self::Cluster(TestRedisCluster::spawn()),
             RedisMode::Sentinel => Self::Sentinel(TestRedisSentinel::spawn()),
+            RedisMode::Tls => Self::Tls(TestRedisTls::spawn()),
         }
     }
 
@@ -56,6 +62,7 @@ impl RedisBackend {
             Self::Standalone(_) => RedisMode::Standalone,
             Self::Cluster(_) => RedisMode::Cluster,
             Self::Sentinel(_) => RedisMode::Sentinel,
+            Self::Tls(_) => RedisMode::Tls,
         }
     }
 
@@ -68,6 +75,7 @@ impl RedisBackend {
                 ("REDIS_SENTINEL_URLS", sentinel.urls()),
                 ("REDIS_SENTINEL_MASTER", SENTINEL_MASTER.to_owned()),
             ],
+            Self::Tls(redis) => redis.auth_env(),
         }
     }
 
@@ -77,6 +85,7 @@ impl RedisBackend {
             Self::Standalone(redis) => redis.pid().into_iter().collect(),
             Self::Cluster(cluster) => cluster.pids(),
             Self::Sentinel(sentinel) => sentinel.pids(),
+            Self::Tls(redis) => redis.pid().into_iter().collect(),
         }
     }
 
@@ -97,6 +106,7 @@ impl RedisBackend {
             }
             Self::Cluster(cluster) => cluster.flushall(),
             Self::Sentinel(sentinel) => sentinel.flushall(),
+            Self::Tls(redis) => redis.flushall(),
         }
     }
 
