@@ -9,7 +9,6 @@ use crate::auth::{INTERNAL_KEY, TestAuth};
 use crate::http::{self, HttpResponse};
 use crate::metrics;
 use crate::process::{Launch, Service};
-use crate::wait::wait_until;
 
 /// Extra settings for a [`TestGateway`], as environment variables.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +58,9 @@ impl GatewayOptions {
         self
     }
 }
+
+/// How often [`TestGateway::wait_ready`] asks `/readyz`.
+const READY_POLL: Duration = Duration::from_millis(25);
 
 /// A running `wsauth-gateway`. SIGKILLed on drop.
 pub struct TestGateway {
@@ -133,14 +135,24 @@ impl TestGateway {
         self.get("/readyz", &[]).await.status
     }
 
-    /// Waits until `/readyz` answers 200.
+    /// Waits until `/readyz` answers 200; a gateway that never gets there
+    /// fails the test with the end of its log, which says why.
     pub async fn wait_ready(&self, within: Duration) {
-        wait_until(
-            within,
-            &format!("gateway {} is ready", self.addr()),
-            || async { self.readyz().await == 200 },
-        )
+        let ready = tokio::time::timeout(within, async {
+            while self.readyz().await != 200 {
+                tokio::time::sleep(READY_POLL).await;
+            }
+        })
         .await;
+        if ready.is_err() {
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            panic!(
+                "timed out after {within:?} waiting until gateway {} is ready; the end of its log:\n{}",
+                self.addr(),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
+        }
     }
 
     /// The `/metrics` text.

@@ -37,7 +37,9 @@ impl RedisNode {
         panic!("redis-server did not start on any of 20 ports")
     }
 
-    fn try_spawn(root: &Path, extra: &[String]) -> Option<Self> {
+    /// One attempt of [`RedisNode::spawn`] on one random port: `None` when
+    /// that port, or one named in `extra`, was taken.
+    pub fn try_spawn(root: &Path, extra: &[String]) -> Option<Self> {
         let port = pick_port();
         let dir = root.join(port.to_string());
         std::fs::create_dir_all(&dir).expect("the temp dir is writable");

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::pki::{PkiDir, TestCa};
-use crate::redis_node::RedisNode;
+use crate::redis_node::{RedisNode, pick_port};
 
 pub struct TestRedisTls {
     node: RedisNode,
@@ -25,28 +25,29 @@ impl TestRedisTls {
         let ca_file = dir.write("ca.pem", &ca.pem());
         let (server_cert, server_key) = dir.write_leaf("redis", &ca.leaf("redis"));
         let (client_cert, client_key) = dir.write_leaf("auth", &ca.leaf("auth"));
-        // redis-server cannot take a listening socket: a free port is asked
-        // for and handed over (a port taken meanwhile fails the start).
-        let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        // redis-server cannot take a listening socket, so its TLS port is
+        // picked like its plain one: from below the ephemeral range (a port
+        // the OS handed out and took back could be any client's next local
+        // port), and picked again when taken.
         let path = |p: &PathBuf| p.display().to_string();
-        let node = RedisNode::spawn(
-            dir.path(),
-            &[
-                "--tls-port".into(),
-                tls_port.to_string(),
-                "--tls-cert-file".into(),
-                path(&server_cert),
-                "--tls-key-file".into(),
-                path(&server_key),
-                "--tls-ca-cert-file".into(),
-                path(&ca_file),
-                "--tls-auth-clients".into(),
-                "yes".into(),
-            ],
-        );
+        let (node, tls_port) = (0..20)
+            .find_map(|_| {
+                let tls_port = pick_port();
+                let extra = [
+                    "--tls-port".into(),
+                    tls_port.to_string(),
+                    "--tls-cert-file".into(),
+                    path(&server_cert),
+                    "--tls-key-file".into(),
+                    path(&server_key),
+                    "--tls-ca-cert-file".into(),
+                    path(&ca_file),
+                    "--tls-auth-clients".into(),
+                    "yes".into(),
+                ];
+                RedisNode::try_spawn(dir.path(), &extra).map(|node| (node, tls_port))
+            })
+            .expect("redis-server with TLS did not start on any of 20 port pairs");
         Self {
             node,
             tls_port,
