@@ -159,16 +159,21 @@ impl Events {
             // appended after the read arrives live, what came before is
             // skipped by id. A new epoch under it is then a loss told with
             // OUT_OF_RANGE, as for any subscriber with a position.
-            None => {
-                let live_from = match self.stream_end().await? {
-                    Some(last) => {
-                        subscription.cursor = Some(last.clone());
-                        LiveFrom::After(last)
-                    }
-                    None => LiveFrom::Oldest,
-                };
-                subscription.live_from = Some(live_from);
-            }
+            //
+            // The position is a help, not a condition: a live subscription
+            // needs no store read, so one that fails (Redis just came back and
+            // the first command on the old connection fails) opens the
+            // subscription without it, as an auth that predates it would.
+            None => match self.stream_end().await {
+                Ok(Some(last)) => {
+                    subscription.cursor = Some(last.clone());
+                    subscription.live_from = Some(LiveFrom::After(last));
+                }
+                Ok(None) => subscription.live_from = Some(LiveFrom::Oldest),
+                Err(error) => {
+                    tracing::warn!(%error, "live subscription opened without its position: the stream's end could not be read");
+                }
+            },
             Some(Start::After(after)) => {
                 subscription.cursor = Some(after);
                 subscription.catching_up = true;
