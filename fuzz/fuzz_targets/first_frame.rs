@@ -11,7 +11,6 @@ use libfuzzer_sys::fuzz_target;
 use secrecy::ExposeSecret as _;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
-use wsauth_gateway::close::CloseCode;
 use wsauth_gateway::message::{ClientFrame, EventId};
 
 /// The entries of a JSON object that the contract reads, in order and with
@@ -91,7 +90,7 @@ fuzz_target!(|data: &[u8]| {
                 |s: &Option<String>| s.as_ref().map(|s| s.parse::<EventId>().expect("checked"));
             assert_eq!(parse(&got.1), parse(&expected.1), "{text:?}");
         }
-        (Err(_), None) => assert_eq!(CloseCode::BadFirstFrame.code(), 4400),
+        (Err(_), None) => {}
         _ => panic!("first frame {text:?}: parser {got:?}, contract {expected:?}"),
     }
     let refresh = match ClientFrame::parse_later(text) {

@@ -225,12 +225,6 @@ async fn every_replica_sees_every_gateway(mode: RedisMode) {
         },
     )
     .await;
-    for auth in &auths {
-        assert!(
-            !auth.logs().contains("per auth replica"),
-            "{mode:?}: no per-replica presence warning"
-        );
-    }
     // The services stop before their Redis does.
     drop(gws);
     drop(auths);

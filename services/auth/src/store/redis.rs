@@ -338,7 +338,9 @@ impl Store for RedisStore {
             .await?
         } else {
             // One server: one MGET, one command for Redis to run. A revoked
-            // jti's key holds "1", so MGET sees it as EXISTS would.
+            // jti's key holds "1", so MGET sees it as EXISTS would. (A key of
+            // another type, which only a foreign writer could make, reads as
+            // nil here, where EXISTS would have said yes.)
             self.call(|mut conn| async move {
                 let mut mget = redis::cmd("MGET");
                 mget.arg(cutoff_key(user_id));

@@ -21,6 +21,10 @@ use crate::error::StoreError;
 /// only queue inside the client.
 const PIPELINES_IN_FLIGHT: usize = 64;
 
+/// Commands of a batch under one deadline: one round trip outside Cluster
+/// mode, a few rounds of [`PIPELINES_IN_FLIGHT`] pipelines in it.
+const CHUNK_COMMANDS: usize = 1000;
+
 /// Commands sent together, each on one key; replies come back in order.
 #[derive(Default)]
 pub struct Batch {
@@ -69,12 +73,27 @@ impl Batch {
 }
 
 impl RedisStore {
-    /// Runs `batch` under one deadline: every reply in the batch's order.
+    /// Runs `batch`: every reply in the batch's order. Each chunk of
+    /// [`CHUNK_COMMANDS`] commands has its own deadline and goes after the
+    /// one before, so a gateway's full report of 50,000 connections is 50
+    /// bounded steps (not one deadline it cannot meet, retried forever),
+    /// and the connection ValidateToken shares is never held by one huge
+    /// pipeline.
     pub async fn run_batch(&self, batch: Batch) -> Result<Vec<Value>, StoreError> {
-        let len = batch.commands.len();
-        if len == 0 {
-            return Ok(Vec::new());
+        let mut replies = Vec::with_capacity(batch.commands.len());
+        let mut commands = batch.commands.into_iter();
+        loop {
+            let chunk: Vec<_> = commands.by_ref().take(CHUNK_COMMANDS).collect();
+            if chunk.is_empty() {
+                return Ok(replies);
+            }
+            replies.extend(self.run_chunk(Batch { commands: chunk }).await?);
         }
+    }
+
+    /// One chunk of a batch, under one deadline.
+    async fn run_chunk(&self, batch: Batch) -> Result<Vec<Value>, StoreError> {
+        let len = batch.commands.len();
         let groups = batch.pipelines(self.inner.redis.is_cluster());
         let answered: Vec<(Vec<usize>, Vec<Value>)> = self
             .call(|conn| {
