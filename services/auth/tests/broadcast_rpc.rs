@@ -45,42 +45,57 @@ fn history_oldest(user_id: Option<&str>, limit: Option<u32>) -> HistoryRequest {
     }
 }
 
+/// Subscribe after `after_id`, or live when `None`.
+fn subscribe_from(after_id: Option<&str>) -> SubscribeRequest {
+    SubscribeRequest {
+        gateway_id: "gw-test".into(),
+        after_id: after_id.map(str::to_owned),
+        from_oldest: false,
+    }
+}
+
 async fn subscribe(
     client: &mut Client,
     after_id: Option<&str>,
 ) -> Result<Streaming<Event>, tonic::Status> {
-    open(
-        client,
-        SubscribeRequest {
-            gateway_id: "gw-test".into(),
-            after_id: after_id.map(str::to_owned),
-            from_oldest: false,
-        },
-    )
-    .await
+    open(client, subscribe_from(after_id)).await
 }
 
 /// Subscribe from the oldest retained event of the current epoch.
 async fn subscribe_oldest(client: &mut Client) -> Result<Streaming<Event>, tonic::Status> {
-    open(
-        client,
-        SubscribeRequest {
-            gateway_id: "gw-test".into(),
-            after_id: None,
-            from_oldest: true,
-        },
-    )
-    .await
+    let request = SubscribeRequest {
+        from_oldest: true,
+        ..subscribe_from(None)
+    };
+    open(client, request).await
+}
+
+/// `request` with the internal key and no overall deadline: a stream, not a unary call.
+fn stream_request(request: SubscribeRequest) -> tonic::Request<SubscribeRequest> {
+    let mut request = req(request, Some(INTERNAL_KEY));
+    request.metadata_mut().remove("grpc-timeout");
+    request
 }
 
 async fn open(
     client: &mut Client,
     request: SubscribeRequest,
 ) -> Result<Streaming<Event>, tonic::Status> {
-    let mut request = req(request, Some(INTERNAL_KEY));
-    // A stream, not a unary call: no overall deadline on it.
-    request.metadata_mut().remove("grpc-timeout");
-    call(client.subscribe(request)).await
+    call(client.subscribe(stream_request(request))).await
+}
+
+/// A Subscribe's whole response, its metadata included.
+async fn subscribe_response(
+    client: &mut Client,
+    after_id: Option<&str>,
+) -> tonic::Response<Streaming<Event>> {
+    timeout(
+        CALL_DEADLINE,
+        client.subscribe(stream_request(subscribe_from(after_id))),
+    )
+    .await
+    .expect("subscribe answers in time")
+    .expect("subscribe")
 }
 
 async fn next(stream: &mut Streaming<Event>) -> Result<Event, tonic::Status> {
@@ -700,19 +715,7 @@ async fn an_id_ahead_of_the_stream_is_out_of_range_in_memory() {
 
 /// A live Subscribe and the `wsauth-live-from` metadata it answers with.
 async fn subscribe_live(client: &mut Client) -> (Option<String>, Streaming<Event>) {
-    let mut request = req(
-        SubscribeRequest {
-            gateway_id: "gw-test".into(),
-            after_id: None,
-            from_oldest: false,
-        },
-        Some(INTERNAL_KEY),
-    );
-    request.metadata_mut().remove("grpc-timeout");
-    let response = timeout(CALL_DEADLINE, client.subscribe(request))
-        .await
-        .expect("subscribe answers in time")
-        .expect("subscribe");
+    let response = subscribe_response(client, None).await;
     let live_from = response
         .metadata()
         .get(LIVE_FROM_METADATA)
@@ -753,19 +756,7 @@ async fn live_subscribe_says_where_it_began(redis_url: Option<String>) {
     assert_eq!(next(&mut resumed).await.expect("event").id, second);
 
     // Only a live Subscribe says it.
-    let mut request = req(
-        SubscribeRequest {
-            gateway_id: "gw-test".into(),
-            after_id: Some(first.clone()),
-            from_oldest: false,
-        },
-        Some(INTERNAL_KEY),
-    );
-    request.metadata_mut().remove("grpc-timeout");
-    let response = timeout(CALL_DEADLINE, client.subscribe(request))
-        .await
-        .expect("subscribe answers in time")
-        .expect("subscribe");
+    let response = subscribe_response(&mut client, Some(&first)).await;
     assert!(response.metadata().get(LIVE_FROM_METADATA).is_none());
 }
 
