@@ -7,8 +7,8 @@ use futures::future::join_all;
 use serde_json::json;
 use tokio::process::Command;
 use wsauth_tests::{
-    ADMIN_KEY, AuthOptions, Cluster, GatewayOptions, Jwt, STEP, WARMUP, WsClient, collect_events,
-    warm_up, within,
+    ADMIN_KEY, AuthOptions, Cluster, GatewayOptions, Jwt, STEP, TestAuth, TestGateway, WARMUP,
+    WsClient, collect_events, warm_up, within,
 };
 
 const EVENTS: usize = 40;
@@ -152,16 +152,23 @@ async fn direct_messages_reach_only_their_user_on_every_gateway() {
     }
 }
 
+/// `user` connects to `gateway`, receives one broadcast and leaves: the id
+/// of that broadcast, for a `since` reconnect.
+async fn last_seen_before_leaving(auth: &TestAuth, gateway: &TestGateway, user: &str) -> String {
+    let mut client = WsClient::authenticated(gateway, user).await;
+    warm_up(auth, &mut [&mut client]).await;
+    let seen = auth.publish("seen", None).await;
+    assert_eq!(client.recv_type("broadcast", STEP).await["id"], seen);
+    client.close().await;
+    seen
+}
+
 #[tokio::test]
 async fn a_client_reconnecting_with_since_gets_exactly_what_it_missed() {
     let cluster = Cluster::spawn(1, 2, GatewayOptions::default()).await;
     cluster.wait_ready().await;
     let auth = cluster.auth();
-    let mut alice = WsClient::authenticated(&cluster.gateways[0], "alice").await;
-    warm_up(auth, &mut [&mut alice]).await;
-    let seen = auth.publish("seen", None).await;
-    assert_eq!(alice.recv_type("broadcast", STEP).await["id"], seen);
-    alice.close().await;
+    let seen = last_seen_before_leaving(auth, &cluster.gateways[0], "alice").await;
 
     let missed_broadcast = auth.publish("missed-broadcast", None).await;
     let missed_direct = auth.publish("missed-direct", Some("alice")).await;
@@ -199,11 +206,7 @@ async fn a_since_replay_finds_a_users_events_among_thousands_of_others() {
     let cluster = Cluster::spawn(1, 1, GatewayOptions::default()).await;
     cluster.wait_ready().await;
     let auth = cluster.auth();
-    let mut alice = WsClient::authenticated(&cluster.gateways[0], "alice").await;
-    warm_up(auth, &mut [&mut alice]).await;
-    let seen = auth.publish("seen", None).await;
-    assert_eq!(alice.recv_type("broadcast", STEP).await["id"], seen);
-    alice.close().await;
+    let seen = last_seen_before_leaving(auth, &cluster.gateways[0], "alice").await;
 
     let first = auth.publish("first", Some("alice")).await;
     // In batches, so the 4,100 calls take a second, not a minute.
