@@ -113,18 +113,21 @@ impl Events {
             };
             scanned += chunk.len();
             for event in chunk {
-                let id = event.id.clone();
-                if event.is_for(user_id) {
-                    // The byte budget keeps the reply under the transport's
-                    // limit; a reply that stops early is a page, not the end.
-                    bytes += event_bytes(&event);
-                    if !page.events.is_empty() && bytes > HISTORY_MAX_BYTES {
-                        page.next_after = Some(cursor);
-                        return Ok(page);
-                    }
-                    page.events.push(event);
+                // Another user's event is dropped here: its id moves into
+                // the cursor, so a long scan copies no id it skips.
+                if !event.is_for(user_id) {
+                    cursor = event.id;
+                    continue;
                 }
-                cursor = id;
+                // The byte budget keeps the reply under the transport's
+                // limit; a reply that stops early is a page, not the end.
+                bytes += event_bytes(&event);
+                if !page.events.is_empty() && bytes > HISTORY_MAX_BYTES {
+                    page.next_after = Some(cursor);
+                    return Ok(page);
+                }
+                cursor = event.id.clone();
+                page.events.push(event);
                 if page.events.len() == limit {
                     page.next_after = Some(cursor);
                     return Ok(page);
