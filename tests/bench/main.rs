@@ -73,25 +73,19 @@ fn main() -> anyhow::Result<()> {
                 .context("building the floor runtime")?;
             runtime.block_on(floor::run())
         }
-        Some(Command::Soak(args)) => {
-            wsauth_shared::telemetry::init(wsauth_shared::telemetry::LogFormat::Text);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("building the runtime")?;
-            runtime.block_on(soak::run(args))
-        }
-        None => {
-            wsauth_shared::telemetry::init(wsauth_shared::telemetry::LogFormat::Text);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("building the runtime")?;
-            runtime.block_on(run(cli.bench))
-        }
+        Some(Command::Soak(args)) => measurer_runtime()?.block_on(soak::run(args)),
+        None => measurer_runtime()?.block_on(run(cli.bench)),
     }
+}
+
+/// The measurer's runtime (the bench itself, or the soak), with its logs on.
+fn measurer_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    wsauth_shared::telemetry::init(wsauth_shared::telemetry::LogFormat::Text);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("building the runtime")
 }
 
 async fn run(args: cli::BenchArgs) -> anyhow::Result<()> {
