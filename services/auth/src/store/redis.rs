@@ -13,6 +13,7 @@ mod batch;
 mod conn;
 mod eviction;
 mod reader;
+mod script;
 mod settings;
 mod stream;
 mod token;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
+use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +32,7 @@ pub use self::batch::Batch;
 use self::conn::{Conn, Redis};
 use self::eviction::check_eviction;
 use self::reader::Reader;
+use self::script::LuaScript;
 pub use self::settings::{RedisSettings, TlsFiles, Topology};
 use self::stream::{APPEND, READ_AFTER, flatten, parse_entries, text};
 use self::token::{ISSUE_TOKEN, STAMP_TOKEN, STORE_TOKEN, TAKE_TOKEN, parse_cutoff};
@@ -77,13 +79,13 @@ struct Inner {
 }
 
 struct Scripts {
-    take_token: Script,
-    issue_token: Script,
-    stamp_token: Script,
-    store_token: Script,
-    revoke_user: Script,
-    append: Script,
-    read_after: Script,
+    take_token: LuaScript,
+    issue_token: LuaScript,
+    stamp_token: LuaScript,
+    store_token: LuaScript,
+    revoke_user: LuaScript,
+    append: LuaScript,
+    read_after: LuaScript,
 }
 
 impl RedisStore {
@@ -128,13 +130,13 @@ impl RedisStore {
                 fanout: fanout.clone(),
                 ready: ready.clone(),
                 scripts: Scripts {
-                    take_token: Script::new(TAKE_TOKEN),
-                    issue_token: Script::new(ISSUE_TOKEN),
-                    stamp_token: Script::new(STAMP_TOKEN),
-                    store_token: Script::new(STORE_TOKEN),
-                    revoke_user: Script::new(REVOKE_USER),
-                    append: Script::new(APPEND),
-                    read_after: Script::new(READ_AFTER),
+                    take_token: LuaScript::new(TAKE_TOKEN),
+                    issue_token: LuaScript::new(ISSUE_TOKEN),
+                    stamp_token: LuaScript::new(STAMP_TOKEN),
+                    store_token: LuaScript::new(STORE_TOKEN),
+                    revoke_user: LuaScript::new(REVOKE_USER),
+                    append: LuaScript::new(APPEND),
+                    read_after: LuaScript::new(READ_AFTER),
                 },
             }),
         };

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{Script, Value};
+use redis::Value;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use wsauth_shared::backoff::Backoff;
 
 use super::conn::{Conn, Redis};
+use super::script::LuaScript;
 use super::stream::{POSITION, xread_entries};
 use super::{EPOCH_KEY, STREAM_KEY, corrupt, flatten, store_error};
 use crate::error::StoreError;
@@ -31,7 +32,7 @@ pub(super) struct Reader {
     position: Option<(String, StreamSeq)>,
     /// True while this reader has a position and a working connection.
     ready: watch::Sender<bool>,
-    position_script: Script,
+    position_script: LuaScript,
 }
 
 /// How a connection attempt of the reader ended.
@@ -58,7 +59,7 @@ impl Reader {
             fanout,
             position: None,
             ready,
-            position_script: Script::new(POSITION),
+            position_script: LuaScript::new(POSITION),
         }
     }
 
