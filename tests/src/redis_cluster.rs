@@ -3,11 +3,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::redis_node::{RedisNode, pick_port, redis_cli, topology_dir, wait_for};
+use crate::redis_node::{RedisNode, pick_port, redis_cli, topology_dir, wait_until};
 
 /// How long a node may be unreachable before the cluster fails it over:
 /// short, so failover tests finish quickly.
 const NODE_TIMEOUT_MS: u64 = 1500;
+/// How long six fresh nodes may take to agree on the slots and sync their
+/// replicas. Gossip is slow on a loaded machine (the test suite runs many
+/// topologies at once on two cores); a slow start is not what is tested.
+const STARTUP_WAIT: Duration = Duration::from_secs(90);
 
 /// Six `redis-server --cluster-enabled yes` nodes joined by
 /// `redis-cli --cluster create … --cluster-replicas 1`. Killed on drop.
@@ -62,7 +66,7 @@ impl TestRedisCluster {
             .expect("redis-cli must be on PATH next to redis-server");
         assert!(created.success(), "redis-cli --cluster create failed");
         let cluster = Self { nodes, dir };
-        cluster.wait_healthy(Duration::from_secs(30));
+        cluster.wait_healthy(STARTUP_WAIT);
         cluster
     }
 
@@ -121,18 +125,47 @@ impl TestRedisCluster {
     /// masters serve, and every running replica has synced with its master
     /// (only a synced replica can take over when its master is killed).
     pub fn wait_healthy(&self, within: Duration) {
-        wait_for(
-            within,
-            "the cluster serves every slot and every replica is synced",
-            || {
-                self.nodes.iter().filter(|n| n.is_running()).all(|n| {
-                    n.cli(&["CLUSTER", "INFO"])
-                        .lines()
-                        .any(|l| l.trim() == "cluster_state:ok")
-                }) && self.master_ports().len() == 3
-                    && self.replicas_synced()
-            },
+        let healthy = wait_until(within, || {
+            self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                n.cli(&["CLUSTER", "INFO"])
+                    .lines()
+                    .any(|l| l.trim() == "cluster_state:ok")
+            }) && self.master_ports().len() == 3
+                && self.replicas_synced()
+        });
+        assert!(
+            healthy,
+            "timed out after {within:?} waiting until the cluster serves every slot and every replica is synced: {}",
+            self.describe()
         );
+    }
+
+    /// Each running node's cluster state, role and replication link, for a
+    /// failure message.
+    fn describe(&self) -> String {
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .unwrap_or("?")
+                .to_owned()
+        };
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| {
+                let info = n.cli(&["CLUSTER", "INFO"]);
+                let replication = n.cli(&["INFO", "replication"]);
+                format!(
+                    "{}: state {}, known nodes {}, role {}, link {}",
+                    n.port(),
+                    field(&info, "cluster_state:"),
+                    field(&info, "cluster_known_nodes:"),
+                    field(&replication, "role:"),
+                    field(&replication, "master_link_status:"),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// Whether every running replica's link to its master is up.

@@ -178,15 +178,23 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
 }
 
 /// Polls `condition` every 50 ms until it holds; panics naming `what` after `within`.
-pub fn wait_for(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub fn wait_for(within: Duration, what: &str, condition: impl FnMut() -> bool) {
+    assert!(
+        wait_until(within, condition),
+        "timed out after {within:?} waiting until {what}"
+    );
+}
+
+/// Polls `condition` every 50 ms; whether it held within `within`.
+pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting until {what}"
-        );
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 /// A fresh directory for one topology's files, removed by the caller.

@@ -59,7 +59,9 @@ impl TestRedisSentinel {
             sentinels,
             dir,
         };
-        deployment.wait_ready(Duration::from_secs(30));
+        // Sentinels discover each other by hello messages every 2 s; on a
+        // loaded machine that takes a while, and a slow start is not tested.
+        deployment.wait_ready(Duration::from_secs(90));
         deployment
     }
 
