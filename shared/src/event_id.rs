@@ -14,11 +14,13 @@ use crate::limits::MAX_ID_BYTES as MAX_EVENT_ID_BYTES;
 /// `from_oldest`): where the stream stood when it opened, so that a
 /// subscriber whose stream breaks before its first event resumes from there
 /// instead of losing what was published meanwhile. The value is an event id
-/// (resume with `after_id`) or [`LIVE_FROM_OLDEST`]. An auth that predates it
-/// sends none.
+/// to resume with as `after_id` (`<epoch>:0-0` before the first event, so
+/// that trimming or a new epoch in between is refused with OUT_OF_RANGE and
+/// told as a gap). An auth that predates it sends none.
 pub const LIVE_FROM_METADATA: &str = "wsauth-live-from";
-/// [`LIVE_FROM_METADATA`]'s value when the stream was empty: every event of
-/// whichever epoch comes is new, so resume with `from_oldest`.
+/// [`LIVE_FROM_METADATA`]'s value from an auth of the release before this
+/// one when the stream was empty: resume with `from_oldest`. (Such an auth
+/// cannot say whether trimming passed that point.)
 pub const LIVE_FROM_OLDEST: &str = "oldest";
 
 /// A position inside one epoch of the stream: Redis's `<ms>-<seq>`, ordered numerically.

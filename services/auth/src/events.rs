@@ -44,17 +44,6 @@ pub struct HistoryPage {
     pub next_after: Option<EventId>,
 }
 
-/// Where a live subscription (one without a start) begins, for its
-/// subscriber to resume from should the stream break before its first event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LiveFrom {
-    /// After this id, the stream's last when the subscription opened.
-    After(EventId),
-    /// The stream was empty: every event of whichever epoch comes is new,
-    /// so a resume from the oldest retained event misses nothing.
-    Oldest,
-}
-
 /// The first chunk of a read from the oldest retained event.
 struct Oldest {
     /// Where the next read continues: the chunk's last event, or the
@@ -167,12 +156,11 @@ impl Events {
             // needs no store read, so one that fails (Redis just came back and
             // the first command on the old connection fails) opens the
             // subscription without it, as an auth that predates it would.
-            None => match self.stream_end().await {
-                Ok(Some(last)) => {
+            None => match self.store.stream_end().await {
+                Ok(last) => {
                     subscription.cursor = Some(last.clone());
-                    subscription.live_from = Some(LiveFrom::After(last));
+                    subscription.live_from = Some(last);
                 }
-                Ok(None) => subscription.live_from = Some(LiveFrom::Oldest),
                 Err(error) => {
                     tracing::warn!(%error, "live subscription opened without its position: the stream's end could not be read");
                 }
@@ -194,20 +182,6 @@ impl Events {
             }
         }
         Ok(subscription)
-    }
-
-    /// The id of the stream's last event (retained or not); `None` when
-    /// there is no stream.
-    async fn stream_end(&self) -> Result<Option<EventId>, AuthError> {
-        let at = EventId {
-            epoch: Box::default(),
-            seq: StreamSeq::default(),
-        };
-        let chunk = self.store.read_after(&at, 1, 1).await?;
-        Ok(chunk.epoch.map(|epoch| EventId {
-            epoch: epoch.into(),
-            seq: chunk.last,
-        }))
     }
 
     /// The first chunk of the current epoch from its oldest retained event;
@@ -299,13 +273,15 @@ pub struct Subscription {
     /// The last event handed out (or the `after` id, or the live start):
     /// live events at or before it are skipped.
     cursor: Option<EventId>,
-    /// Where a live subscription began.
-    live_from: Option<LiveFrom>,
+    /// Where a live subscription began: the stream's end when it opened,
+    /// for its subscriber to resume from should the stream break before
+    /// its first event.
+    live_from: Option<EventId>,
 }
 
 impl Subscription {
     /// Where this subscription began, when it was opened live (no start).
-    pub fn live_from(&self) -> Option<&LiveFrom> {
+    pub fn live_from(&self) -> Option<&EventId> {
         self.live_from.as_ref()
     }
 

@@ -76,7 +76,7 @@ const CODES: [&str; 17] = [
 
 /// The store calls, as the `op` label (one per [`crate::store::Store`] method
 /// that reaches Redis).
-pub const STORE_OPS: [&str; 7] = [
+pub const STORE_OPS: [&str; 8] = [
     "issue_ws_token",
     "take_ws_token",
     "revoke_jti",
@@ -84,6 +84,7 @@ pub const STORE_OPS: [&str; 7] = [
     "revocation",
     "append",
     "read_after",
+    "stream_end",
 ];
 
 /// How a store call failed, as the `kind` label.

@@ -110,6 +110,12 @@ pub trait Store: Send + Sync + 'static {
     /// stream is new) and returns it with its id.
     async fn append(&self, event: NewEvent) -> Result<Event, StoreError>;
 
+    /// Where the stream ends now: its epoch and last generated id, creating
+    /// the epoch when there is none yet (as the first append would), so
+    /// that a reader resuming from here is told (another epoch, or ids
+    /// trimmed after it) of anything it can no longer be given.
+    async fn stream_end(&self) -> Result<EventId, StoreError>;
+
     /// Up to `count` retained events strictly after `after`, stopping once
     /// they hold `max_bytes` of data (at least one event). Same epoch or not:
     /// the chunk reports the current epoch, the last id and what was trimmed,

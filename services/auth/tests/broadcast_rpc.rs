@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use tokio::time::timeout;
 use tonic::{Code, Streaming};
-use wsauth_shared::event_id::{LIVE_FROM_METADATA, LIVE_FROM_OLDEST};
+use wsauth_shared::event_id::LIVE_FROM_METADATA;
 use wsauth_shared::proto::broadcast_service_client::BroadcastServiceClient;
 use wsauth_shared::proto::{
     Event, EventKind, HistoryRequest, PublishRequest, RevokeUserRequest, SubscribeRequest,
@@ -439,6 +439,11 @@ async fn ids_older_than_retention_are_out_of_range() {
     let redis = TestRedis::spawn();
     let auth = TestAuth::spawn(config(Some(redis.url()))).await;
     let mut client = auth.broadcast_client().await;
+    // A live stream opened before anything was published says where it
+    // began; a subscriber that lost it before its first event resumes from
+    // there, and must be told when trimming passed that point.
+    let (empty_from, _live) = subscribe_live(&mut client).await;
+    let empty_from = empty_from.expect("a live Subscribe says where it began");
     let first = publish(&mut client, "first", None).await;
     // Retention is 10000 (`MAXLEN ~` trims whole nodes): publish well past it.
     let mut tasks = Vec::new();
@@ -463,6 +468,10 @@ async fn ids_older_than_retention_are_out_of_range() {
     );
     assert_code(
         subscribe(&mut client, Some(&first)).await.map(|_| ()),
+        Code::OutOfRange,
+    );
+    assert_code(
+        subscribe(&mut client, Some(&empty_from)).await.map(|_| ()),
         Code::OutOfRange,
     );
     // What a caller refused so can still get: from the oldest retained one.
@@ -729,14 +738,23 @@ async fn live_subscribe_says_where_it_began(redis_url: Option<String>) {
     let mut client = auth.broadcast_client().await;
     let (from, _empty) = subscribe_live(&mut client).await;
     let from = from.expect("a live Subscribe says where it began");
-    if with_redis {
-        assert_eq!(from, LIVE_FROM_OLDEST, "no stream in Redis yet");
-    } else {
-        // The memory store's epoch exists from the start, empty.
-        assert!(from.ends_with(":0-0"), "{from}");
-    }
+    // Before the first event: the epoch (in Redis created now, as the first
+    // Publish would) and no event yet, so a resume from it is checked like
+    // any other position.
+    let (empty_epoch, seq) = from.split_once(':').expect("an event id");
+    assert_eq!(seq, "0-0", "{from}");
 
     let first = publish(&mut client, "first", None).await;
+    assert_eq!(
+        first.split_once(':').expect("an event id").0,
+        empty_epoch,
+        "the first event is of the epoch the live stream was told of (redis: {with_redis})"
+    );
+    // A subscriber whose stream broke before its first event: nothing lost.
+    let mut resumed = subscribe(&mut client, Some(&from))
+        .await
+        .expect("resume from before the first event");
+    assert_eq!(next(&mut resumed).await.expect("event").id, first);
     let (from, mut live) = subscribe_live(&mut client).await;
     assert_eq!(
         from.as_deref(),

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
-use wsauth_shared::event_id::{LIVE_FROM_METADATA, LIVE_FROM_OLDEST};
+use wsauth_shared::event_id::LIVE_FROM_METADATA;
 use wsauth_shared::proto::broadcast_service_server::BroadcastService;
 use wsauth_shared::proto::{
     self, EventKind as ProtoKind, HistoryRequest, HistoryResponse, PublishRequest, PublishResponse,
@@ -20,7 +20,7 @@ use super::{checks, timestamp};
 use crate::caller::{Caller, Role};
 use crate::error::AuthError;
 use crate::event::{Event, EventKind, NewEvent};
-use crate::events::{Events, HISTORY_SCAN_MAX, LiveFrom, Start, Subscription};
+use crate::events::{Events, HISTORY_SCAN_MAX, Start, Subscription};
 
 /// Events buffered per subscriber between its producer task and the transport.
 const SUBSCRIBER_QUEUE: usize = 256;
@@ -132,15 +132,14 @@ impl BroadcastService for BroadcastGrpc {
         };
         let subscription = self.events.subscribe(start).await?;
         // Event ids are ASCII letters, digits, ':' and '-': valid metadata.
-        let live_from: Option<MetadataValue<Ascii>> = match subscription.live_from() {
-            None => None,
-            Some(LiveFrom::After(last)) => Some(
+        let live_from: Option<MetadataValue<Ascii>> = subscription
+            .live_from()
+            .map(|last| {
                 last.to_string()
                     .parse()
-                    .map_err(|_| AuthError::Internal("an event id is not valid metadata"))?,
-            ),
-            Some(LiveFrom::Oldest) => Some(MetadataValue::from_static(LIVE_FROM_OLDEST)),
-        };
+                    .map_err(|_| AuthError::Internal("an event id is not valid metadata"))
+            })
+            .transpose()?;
         tracing::info!(%gateway_id, ?after_id, ?live_from, "subscriber joined");
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         self.tasks

@@ -23,6 +23,7 @@ mod op {
     pub const REVOCATION: usize = 4;
     pub const APPEND: usize = 5;
     pub const READ_AFTER: usize = 6;
+    pub const STREAM_END: usize = 7;
 }
 
 /// A [`Store`] that records each call in [`AuthMetrics`].
@@ -105,6 +106,13 @@ impl Store for MeteredStore {
         if result.is_ok() {
             self.metrics.event_published();
         }
+        result
+    }
+
+    async fn stream_end(&self) -> Result<EventId, StoreError> {
+        let started = Instant::now();
+        let result = self.inner.stream_end().await;
+        self.record(op::STREAM_END, started, &result);
         result
     }
 
@@ -199,6 +207,7 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert_eq!(STORE_OPS[op::READ_AFTER], "read_after");
+        assert_eq!(STORE_OPS[op::STREAM_END], "stream_end");
         assert_eq!(STORE_OPS[op::ISSUE_WS_TOKEN], "issue_ws_token");
     }
 }

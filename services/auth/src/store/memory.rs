@@ -200,6 +200,13 @@ impl Store for MemoryStore {
         Ok(event)
     }
 
+    async fn stream_end(&self) -> Result<EventId, StoreError> {
+        Ok(EventId {
+            epoch: self.inner.epoch.as_str().into(),
+            seq: self.state().last,
+        })
+    }
+
     async fn read_after(
         &self,
         after: &EventId,

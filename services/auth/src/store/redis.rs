@@ -34,7 +34,7 @@ use self::eviction::check_eviction;
 use self::reader::Reader;
 use self::script::LuaScript;
 pub use self::settings::{RedisSettings, TlsFiles, Topology};
-use self::stream::{APPEND, READ_AFTER, flatten, parse_entries, text};
+use self::stream::{APPEND, READ_AFTER, STREAM_END, flatten, parse_entries, text};
 use self::token::{ISSUE_TOKEN, STAMP_TOKEN, STORE_TOKEN, TAKE_TOKEN, parse_cutoff};
 use super::{FANOUT_CAPACITY, IssueRequest, Live, RevocationState, Store, StoreError, TakenToken};
 use crate::event::{Event, EventChunk, EventId, NewEvent, new_epoch};
@@ -86,6 +86,7 @@ struct Scripts {
     revoke_user: LuaScript,
     append: LuaScript,
     read_after: LuaScript,
+    stream_end: LuaScript,
 }
 
 impl RedisStore {
@@ -137,6 +138,7 @@ impl RedisStore {
                     revoke_user: LuaScript::new(REVOKE_USER),
                     append: LuaScript::new(APPEND),
                     read_after: LuaScript::new(READ_AFTER),
+                    stream_end: LuaScript::new(STREAM_END),
                 },
             }),
         };
@@ -386,6 +388,18 @@ impl Store for RedisStore {
             kind: event.kind,
             user_id: event.user_id,
             data: event.data,
+        })
+    }
+
+    async fn stream_end(&self) -> Result<EventId, StoreError> {
+        let mut invocation = self.inner.scripts.stream_end.key(STREAM_KEY);
+        invocation.key(EPOCH_KEY).arg(new_epoch());
+        let (epoch, last): (String, String) = self
+            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(EventId {
+            epoch: epoch.into(),
+            seq: last.parse().map_err(|_| corrupt("last generated id"))?,
         })
     }
 

@@ -85,6 +85,26 @@ end
 return {epoch or '', last}
 ";
 
+/// Where a live subscriber starts: the epoch, created as APPEND would when
+/// there is none (ARGV[1]), and the last id ever generated (`0-0` before the
+/// first event). A subscriber resuming from there is refused (OUT_OF_RANGE)
+/// if the epoch changes or trimming passes it, so no loss goes untold.
+pub(super) const STREAM_END: &str = r"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+end
+local last = '0-0'
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+end
+return {epoch, last}
+";
+
 pub(super) fn text(value: &Value) -> Option<&str> {
     match value {
         Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
