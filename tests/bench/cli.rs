@@ -162,6 +162,11 @@ pub struct BenchArgs {
     #[arg(long, env = "BENCH_CONNECT_CONCURRENCY", default_value_t = 32)]
     pub connect_concurrency: usize,
 
+    /// `RUST_LOG` of the private stack's gateways: `info` is what users run
+    /// (and the log level changes the memory per connection).
+    #[arg(long, env = "BENCH_GATEWAY_LOG", default_value = "info")]
+    pub gateway_log: String,
+
     /// The Redis deployment of the private stack's auth (a running stack's is its own).
     #[arg(
         long,

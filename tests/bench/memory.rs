@@ -73,6 +73,9 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
             fields.insert("bytes_per_connection".into(), json!(per_conn.round()));
             fields.insert("gateway_open_files".into(), json!(files));
             fields.insert("worker_processes".into(), json!(pool.workers()));
+            if stack.private {
+                fields.insert("gateway_rust_log".into(), json!(args.gateway_log));
+            }
             fields.insert("connect_rate_per_s".into(), json!(connect_rate.round()));
             fields.insert(
                 "connect_p99_ms".into(),
@@ -85,7 +88,15 @@ pub async fn measure(args: &BenchArgs, plan: &Plan, report: &mut Report) -> anyh
             };
             report.record(Measurement {
                 kind: Only::Memory,
-                setup: format!("{} idle connections, 1 gateway", thousands(size as f64)),
+                setup: if stack.private {
+                    format!(
+                        "{} idle connections, 1 gateway at RUST_LOG={}",
+                        thousands(size as f64),
+                        args.gateway_log
+                    )
+                } else {
+                    format!("{} idle connections, 1 gateway", thousands(size as f64))
+                },
                 summary: format!(
                     "{:.2} KiB/conn (RSS {} → {} KiB, {} open files){failures}",
                     per_conn / 1024.0,

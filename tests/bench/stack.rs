@@ -156,6 +156,7 @@ impl Stack {
             // only matters for clients that talk.
             let options = GatewayOptions::default()
                 .env("GATEWAY_ID", format!("bench-gw-{i}"))
+                .env("RUST_LOG", args.gateway_log.clone())
                 .max_messages_per_s(100_000)
                 .launch(launch(&name));
             let gateway = harness(&name, TestGateway::spawn(&[&parts.auth], options)).await?;
