@@ -223,11 +223,11 @@ pub async fn serve(
         let tls = tls.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
-            let stream: Box<dyn tls::Stream> = match &tls {
-                None => Box::new(tcp),
+            let stream = match &tls {
+                None => tls::Conn::Plain(tcp),
                 Some(tls) => {
                     match tls::handshake(tls, tcp, peer, tls::HANDSHAKE_TIMEOUT, &cancel).await {
-                        Some(stream) => stream,
+                        Some(stream) => tls::Conn::Tls(stream),
                         None => return,
                     }
                 }

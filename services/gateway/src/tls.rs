@@ -6,10 +6,13 @@
 //! start, so a rotation reaches new connections and established ones (and the
 //! WebSockets upgraded from them) keep theirs.
 
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use wsauth_shared::tls::{ReloadingServerConfig, TlsError, TlsFiles};
@@ -26,6 +29,69 @@ pub const HANDSHAKE_TIMEOUT: Duration = wsauth_shared::tls::HANDSHAKE_TIMEOUT;
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What the HTTP server serves: plain TCP, or TLS over it.
+///
+/// An enum rather than a `Box<dyn Stream>`: hyper boxes the connection again
+/// when it is upgraded to a WebSocket, and a box inside that box was one more
+/// heap block for every idle WebSocket (issue 13). TLS stays boxed: its state
+/// is large, and plain connections should not carry its room.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<dyn Stream>),
+}
+
+impl Conn {
+    fn io(self: Pin<&mut Self>) -> Pin<&mut dyn Stream> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp),
+            Self::Tls(tls) => Pin::new(&mut **tls),
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.io().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(tcp) => tcp.is_write_vectored(),
+            Self::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_shutdown(cx)
+    }
+}
 
 /// Builds the listener's config from `files` (ALPN `http/1.1`).
 pub async fn load(files: TlsFiles) -> Result<ReloadingServerConfig, TlsError> {
