@@ -236,3 +236,46 @@ async fn wait_past_unix(unix: i64) {
         tokio::time::sleep(Duration::from_secs(secs) + Duration::from_millis(100)).await;
     }
 }
+
+/// The gateway's JSON log lines whose message is `message`.
+fn log_lines(gateway: &TestGateway, message: &str) -> Vec<serde_json::Value> {
+    gateway
+        .logs()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == message)
+        .collect()
+}
+
+/// A session runs without a span of its own at the default `RUST_LOG=info`
+/// (it cost a tenth of an idle connection's memory), so each of its log
+/// lines names the connection itself: `conn_id` and `user_id`.
+#[tokio::test]
+async fn a_sessions_log_lines_carry_its_conn_id_and_user_id() {
+    let stack = stack(GatewayOptions::default().max_messages_per_s(5)).await;
+    let gateway = stack.gateway();
+    let mut client = WsClient::authenticated(gateway, "carol").await;
+    for i in 0..60 {
+        // The gateway may close (and reset) before all of them are written.
+        if client.try_send(format!("burst {i}").into()).await.is_err() {
+            break;
+        }
+    }
+    let (_, code) = client.drain_until_close(STEP).await;
+    assert_eq!(code, Some(1008));
+
+    wsauth_tests::wait_until(STEP, "the rate limit's log line", || async {
+        !log_lines(gateway, "client over its message rate").is_empty()
+    })
+    .await;
+    let authenticated = log_lines(gateway, "authenticated");
+    let over_rate = log_lines(gateway, "client over its message rate");
+    assert_eq!(authenticated.len(), 1, "{authenticated:?}");
+    assert_eq!(over_rate.len(), 1, "{over_rate:?}");
+    let conn_id = authenticated[0]["conn_id"].as_u64();
+    assert!(conn_id.is_some(), "{authenticated:?}");
+    for line in [&authenticated[0], &over_rate[0]] {
+        assert_eq!(line["conn_id"].as_u64(), conn_id, "{line}");
+        assert_eq!(line["user_id"], "carol", "{line}");
+    }
+}

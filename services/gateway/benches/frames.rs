@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::hint::black_box;
+use std::sync::Arc;
 
 use futures::FutureExt as _;
 
@@ -41,7 +42,7 @@ fn fan_out(c: &mut Criterion) {
         let user = format!("user{i}");
         let mark = hub.disconnect_mark(&user);
         let registration = hub
-            .register(hub.next_conn_id(), &user, 1024, mark)
+            .register(hub.next_conn_id(), &Arc::from(user.as_str()), 1024, mark)
             .expect("the hub is open");
         keep.push(registration);
     }

@@ -11,6 +11,7 @@
 //! shards, never held across an `.await`.
 
 mod jti;
+mod one_or_more;
 mod ping;
 mod revoked;
 mod slot;
@@ -24,6 +25,7 @@ use std::task::Waker;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use self::jti::{JtiIndex, JtiKey};
+use self::one_or_more::OneOrMore;
 pub use self::revoked::DisconnectMark;
 use self::revoked::Revocations;
 pub use self::slot::{Frame, Signal, Slot};
@@ -58,7 +60,7 @@ struct Member {
 
 #[derive(Default)]
 struct Shard {
-    users: HashMap<Arc<str>, Vec<Member>>,
+    users: HashMap<Arc<str>, OneOrMore<Member>>,
     revoked: Revocations,
 }
 
@@ -113,10 +115,11 @@ impl Hub {
     /// Registers an authenticated connection for events. It stays registered
     /// until the returned guard drops, however the session ends. Refused with
     /// 4401 if the user was disconnected since `mark`, 1001 when shutting down.
+    /// The user's first connection lends its `user_id` to the registry's key.
     pub fn register(
         &self,
         conn_id: ConnId,
-        user_id: &str,
+        user_id: &Arc<str>,
         capacity: usize,
         mark: DisconnectMark,
     ) -> Result<Registration, CloseCode> {
@@ -146,9 +149,10 @@ impl Hub {
                     user
                 }
                 None => {
-                    let user: Arc<str> = Arc::from(user_id);
-                    // Exactly one element's room: most users hold one socket.
-                    shard.users.insert(Arc::clone(&user), vec![member]);
+                    let user = Arc::clone(user_id);
+                    shard
+                        .users
+                        .insert(Arc::clone(&user), OneOrMore::One(member));
                     user
                 }
             }
@@ -165,11 +169,10 @@ impl Hub {
 
     fn unregister(&self, conn_id: ConnId, user: &Arc<str>) {
         let mut shard = lock(self.shard(user));
-        if let Some(members) = shard.users.get_mut(user) {
-            members.retain(|m| m.id != conn_id);
-            if members.is_empty() {
-                shard.users.remove(user);
-            }
+        if let Some(members) = shard.users.get_mut(user)
+            && !members.retain(|m| m.id != conn_id)
+        {
+            shard.users.remove(user);
         }
         drop(shard);
         self.inner.metrics.connection_closed();

@@ -10,19 +10,23 @@
 //! the verdict on a refresh in flight.
 
 mod authenticate;
+pub mod conn_log;
 mod refresh;
 mod replay;
 mod send;
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::StreamExt as _;
+use futures::future::{Either, Ready, ready};
 use tokio::time::{Instant, sleep_until};
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use self::authenticate::{Authenticated, authenticate};
+use self::conn_log::{conn_debug, conn_info};
 use self::refresh::{EXPIRY_RECHECK_GRACE, Refresh, expiry_instant};
 use self::replay::replay;
 use self::send::{finish, send};
@@ -68,6 +72,9 @@ impl Drop for SocketCount {
 ///
 /// Not an `async fn`: those store their arguments twice (as arguments and as
 /// the body's locals), and this future is what every idle connection keeps.
+/// For the same reason the body only borrows what it is given, or moves it
+/// at the very end: an argument the body moves out early still takes its
+/// room in the future for the connection's whole life.
 #[allow(
     clippy::manual_async_fn,
     reason = "an async fn stores its arguments twice"
@@ -76,28 +83,38 @@ pub fn run(
     mut socket: Socket,
     state: AppState,
     conn_id: ConnId,
-    ws_user: String,
+    ws_user: Arc<str>,
     admitted: Admitted,
 ) -> impl Future<Output = ()> + Send {
+    let (open, pending) = admitted.into_parts();
     async move {
         let _count = SocketCount::new(&state.metrics);
-        let (_open, pending) = admitted.into_parts();
         // Phase 2 and the close are boxed: transient, they should not size
         // the future every idle connection keeps for its whole life.
-        let authenticated = Box::pin(authenticate(&mut socket, &state, ws_user)).await;
-        let end = match authenticated {
+        // Made before it is awaited: a `match` around the await would keep
+        // phase 2's result beside the session for its whole life.
+        let session = match Box::pin(authenticate(&mut socket, &state, &ws_user)).await {
             Ok(authenticated) => {
                 state.metrics.handshake(Handshake::Ok);
-                tracing::info!("authenticated");
-                connected(&mut socket, &state, conn_id, authenticated, pending).await
+                conn_info!("authenticated");
+                Either::Left(connected(
+                    &mut socket,
+                    &state,
+                    conn_id,
+                    &ws_user,
+                    authenticated,
+                    pending,
+                ))
             }
             Err(end) => {
                 state.metrics.handshake(Handshake::Phase2Failed);
                 drop(pending);
-                end
+                Either::Right(ready(end))
             }
         };
+        let end = session.await;
         Box::pin(finish(socket, &state.metrics, end)).await;
+        drop(open);
     }
 }
 
@@ -114,58 +131,56 @@ fn read_error(error: tungstenite::Error) -> End {
             End::Gone(Closed::Error)
         }
         tungstenite::Error::Protocol(error) => {
-            tracing::debug!(%error, "client broke the websocket protocol");
+            conn_debug!(%error, "client broke the websocket protocol");
             End::Close(CloseCode::ProtocolError)
         }
         error => {
-            tracing::debug!(%error, "websocket read failed");
+            conn_debug!(%error, "websocket read failed");
             End::Gone(Closed::Error)
         }
     }
 }
 
-/// The authenticated life of a socket. Not an `async fn`, which would store
-/// its arguments twice in a future every connection keeps.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn stores its arguments twice"
-)]
+/// The authenticated life of a socket: registered with the hub, then the
+/// session's loop. Registration is done here, before the loop's future is
+/// made, so that what it consumes (the verified JWT's strings, the mark) is
+/// not kept in a future every connection keeps; for the same reason not an
+/// `async fn`, which would store its arguments twice.
 fn connected<'a>(
     socket: &'a mut Socket,
     state: &'a AppState,
     conn_id: ConnId,
+    user: &Arc<str>,
     authenticated: Authenticated,
     pending: PendingPermit,
-) -> impl Future<Output = End> + 'a {
-    async move {
-        let Authenticated {
-            verified,
-            since,
-            mark,
-        } = authenticated;
-        // Registered before auth_ok and History: live events queue meanwhile, so
-        // the seam between replay and live has no gap.
-        let registration = match state.hub.register(
-            conn_id,
-            &verified.user_id,
-            state.limits.send_queue_capacity,
-            mark,
-        ) {
-            Ok(registration) => registration,
-            Err(code) => {
-                tracing::info!(code = code.code(), "registration refused");
-                return End::Close(code);
-            }
-        };
-        drop(verified.user_id);
-        if let Err(code) = registration.bind_jti(verified.jti.as_deref()) {
-            tracing::info!("jwt revoked while it was verified");
-            return End::Close(code);
+) -> Either<Ready<End>, impl Future<Output = End> + 'a> {
+    let Authenticated {
+        verified,
+        since,
+        mark,
+    } = authenticated;
+    // Registered before auth_ok and History: live events queue meanwhile, so
+    // the seam between replay and live has no gap.
+    let capacity = state.limits.send_queue_capacity;
+    let registration = match state.hub.register(conn_id, user, capacity, mark) {
+        Ok(registration) => registration,
+        Err(code) => {
+            conn_info!(code = code.code(), "registration refused");
+            return Either::Left(ready(End::Close(code)));
         }
-        drop(verified.jti);
+    };
+    if let Err(code) = registration.bind_jti(verified.jti.as_deref()) {
+        conn_info!("jwt revoked while it was verified");
+        return Either::Left(ready(End::Close(code)));
+    }
+    let expires_at = verified.expires_at;
+    drop(verified);
+    // Boxed: only a reconnect has one, and it is spent before the loop.
+    let since = since.map(Box::new);
+    Either::Right(async move {
         let slot = registration.slot();
         let socket_waker = registration.socket_waker();
-        let mut expiry = pin!(sleep_until(expiry_instant(verified.expires_at)));
+        let mut expiry = pin!(sleep_until(expiry_instant(expires_at)));
 
         // Live events at or before this id (same epoch) were already replayed.
         // Counted under MAX_PENDING_AUTH until auth_ok is sent; a `since`
@@ -188,7 +203,7 @@ fn connected<'a>(
                     slot,
                     expiry.as_mut(),
                     registration.user(),
-                    since,
+                    *since,
                 ))
                 .await;
                 drop(pending);
@@ -204,7 +219,10 @@ fn connected<'a>(
         let mut refresh = Refresh::Idle;
 
         loop {
-            tokio::select! {
+            // Echoes, events and pings are written at one place, after the
+            // select: a write inside each branch would keep the select's
+            // state beside the write's in every session's future.
+            let outgoing = tokio::select! {
                 biased;
                 received = poll_fn(|_| {
                     // Only when the socket woke us: a wakeup for an event (most
@@ -226,7 +244,7 @@ fn connected<'a>(
                     };
                     // Every frame counts, pings too: a ping flood is a flood.
                     if !limiter.allow() {
-                        tracing::info!("client over its message rate");
+                        conn_info!("client over its message rate");
                         return End::Close(CloseCode::Policy);
                     }
                     let text = match message {
@@ -235,13 +253,11 @@ fn connected<'a>(
                         _ => continue,
                     };
                     match ClientFrame::parse_later(&text) {
-                        ClientFrame::Jwt { token } => refresh.start(&state.auth, token),
-                        ClientFrame::Other => {
-                            let echo = Message::Text(message::echo(&text).into());
-                            if let Err(end) = send(socket, echo, slot, expiry.as_mut()).await {
-                                return end;
-                            }
+                        ClientFrame::Jwt { token } => {
+                            refresh.start(&state.auth, token);
+                            continue;
                         }
+                        ClientFrame::Other => Message::Text(message::echo(&text).into()),
                     }
                 }
                 signal = poll_fn(|cx| slot.poll_signal(cx)) => match signal {
@@ -257,22 +273,15 @@ fn connected<'a>(
                                 replayed_through = None;
                             }
                         }
-                        let text: Utf8Bytes = frame.text.clone();
-                        drop(frame);
-                        if let Err(end) = send(socket, Message::Text(text), slot, expiry.as_mut()).await {
-                            return end;
-                        }
+                        Message::Text(frame.text.clone())
                     }
                     Signal::Ping => {
                         if silent_ticks >= MISSED_PINGS {
-                            tracing::info!("peer stopped answering pings");
+                            conn_info!("peer stopped answering pings");
                             return End::Gone(Closed::Dead);
                         }
                         silent_ticks += 1;
-                        let ping = Message::Ping(Default::default());
-                        if let Err(end) = send(socket, ping, slot, expiry.as_mut()).await {
-                            return end;
-                        }
+                        Message::Ping(Default::default())
                     }
                 },
                 () = expiry.as_mut() => {
@@ -281,22 +290,27 @@ fn connected<'a>(
                     }
                     // The verdict decides; this only bounds the wait for it.
                     expiry.as_mut().reset(Instant::now() + EXPIRY_RECHECK_GRACE);
+                    continue;
                 }
                 verdict = poll_fn(|cx| refresh.poll_verdict(cx, registration.user())) => match verdict {
                     Ok(Some(fresh)) => {
                         // From now on only the new JWT's revocation closes it.
                         if let Err(code) = registration.bind_jti(fresh.jti.as_deref()) {
-                            tracing::info!("refresh jwt revoked while it was verified");
+                            conn_info!("refresh jwt revoked while it was verified");
                             return End::Close(code);
                         }
                         expiry.as_mut().reset(expiry_instant(fresh.expires_at));
+                        continue;
                     }
-                    Ok(None) => {}
+                    Ok(None) => continue,
                     Err(code) => return End::Close(code),
                 },
+            };
+            if let Err(end) = send(socket, outgoing, slot, expiry.as_mut()).await {
+                return end;
             }
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -312,7 +326,7 @@ mod tests {
     /// on it (measured on the function itself, as the task holds it).
     #[test]
     fn session_future_stays_small() {
-        let size = future_size(run as fn(Socket, AppState, ConnId, String, Admitted) -> _);
+        let size = future_size(run as fn(Socket, AppState, ConnId, Arc<str>, Admitted) -> _);
         println!(
             "session future: {size} bytes (socket {}, state {})",
             std::mem::size_of::<Socket>(),
@@ -324,5 +338,5 @@ mod tests {
         );
     }
 
-    const SESSION_FUTURE_LIMIT: usize = 1584 * 11 / 10;
+    const SESSION_FUTURE_LIMIT: usize = 976 * 11 / 10;
 }

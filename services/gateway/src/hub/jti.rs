@@ -7,6 +7,7 @@
 //! only close one more connection. A JWT without a jti cannot be revoked by
 //! jti: such a connection is never bound.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::one_or_more::OneOrMore;
 use super::{ConnId, Slot, lock};
 use crate::close::CloseCode;
 
@@ -47,7 +49,7 @@ impl JtiKey {
 
 #[derive(Default)]
 struct Shard {
-    conns: HashMap<JtiKey, Vec<(ConnId, Arc<Slot>)>>,
+    conns: HashMap<JtiKey, OneOrMore<(ConnId, Arc<Slot>)>>,
     /// Revoked lately, by when each is forgotten; `expiries` orders them.
     recent: HashMap<JtiKey, Instant>,
     expiries: VecDeque<(Instant, JtiKey)>,
@@ -104,21 +106,22 @@ impl JtiIndex {
         if shard.recent.contains_key(&key) {
             return Err(CloseCode::Unauthorized);
         }
-        shard
-            .conns
-            .entry(key)
-            .or_default()
-            .push((conn, Arc::clone(slot)));
+        let bound = (conn, Arc::clone(slot));
+        match shard.conns.entry(key) {
+            Entry::Occupied(mut conns) => conns.get_mut().push(bound),
+            Entry::Vacant(place) => {
+                place.insert(OneOrMore::One(bound));
+            }
+        }
         Ok(())
     }
 
     pub(super) fn unbind(&self, key: JtiKey, conn: ConnId) {
         let mut shard = lock(self.shard(key));
-        if let Some(conns) = shard.conns.get_mut(&key) {
-            conns.retain(|(id, _)| *id != conn);
-            if conns.is_empty() {
-                shard.conns.remove(&key);
-            }
+        if let Some(conns) = shard.conns.get_mut(&key)
+            && !conns.retain(|(id, _)| *id != conn)
+        {
+            shard.conns.remove(&key);
         }
     }
 
@@ -142,7 +145,13 @@ impl JtiIndex {
     pub(super) fn bound(&self) -> usize {
         self.shards
             .iter()
-            .map(|shard| lock(shard).conns.values().map(Vec::len).sum::<usize>())
+            .map(|shard| {
+                lock(shard)
+                    .conns
+                    .values()
+                    .map(|conns| conns.iter().len())
+                    .sum::<usize>()
+            })
             .sum()
     }
 }

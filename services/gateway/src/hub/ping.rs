@@ -134,7 +134,8 @@ mod tests {
         }
         let mark = hub.disconnect_mark("late");
         assert_eq!(
-            hub.register(hub.next_conn_id(), "late", 4, mark).err(),
+            hub.register(hub.next_conn_id(), &"late".into(), 4, mark)
+                .err(),
             Some(CloseCode::GoingAway),
             "nobody registers after shutdown"
         );

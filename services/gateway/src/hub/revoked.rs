@@ -75,14 +75,21 @@ mod tests {
         // RevokeUser lands while alice's VerifyJwt is in flight.
         hub.deliver(&disconnect("alice"));
         assert_eq!(
-            hub.register(hub.next_conn_id(), "alice", 4, mark).err(),
+            hub.register(hub.next_conn_id(), &"alice".into(), 4, mark)
+                .err(),
             Some(CloseCode::Unauthorized)
         );
         // Another user is not affected, even in the same shard.
-        assert!(hub.register(hub.next_conn_id(), "bob", 4, bob_mark).is_ok());
+        assert!(
+            hub.register(hub.next_conn_id(), &"bob".into(), 4, bob_mark)
+                .is_ok()
+        );
         // A mark taken after the disconnect registers fine.
         let fresh = hub.disconnect_mark("alice");
-        assert!(hub.register(hub.next_conn_id(), "alice", 4, fresh).is_ok());
+        assert!(
+            hub.register(hub.next_conn_id(), &"alice".into(), 4, fresh)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -94,7 +101,8 @@ mod tests {
             hub.deliver(&disconnect(&format!("other-{i}")));
         }
         assert_eq!(
-            hub.register(hub.next_conn_id(), "alice", 4, mark).err(),
+            hub.register(hub.next_conn_id(), &"alice".into(), 4, mark)
+                .err(),
             Some(CloseCode::Unauthorized)
         );
     }

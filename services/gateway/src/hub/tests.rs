@@ -29,7 +29,7 @@ pub(crate) fn disconnect(user: &str) -> Event {
 
 pub(crate) fn register(hub: &Hub, user: &str, capacity: usize) -> Registration {
     let mark = hub.disconnect_mark(user);
-    hub.register(hub.next_conn_id(), user, capacity, mark)
+    hub.register(hub.next_conn_id(), &Arc::from(user), capacity, mark)
         .expect("registration is open")
 }
 
@@ -59,7 +59,11 @@ fn counts(hub: &Hub) -> (usize, usize) {
         .iter()
         .fold((0, 0), |(conns, users), shard| {
             let shard = lock(shard);
-            let here: usize = shard.users.values().map(Vec::len).sum();
+            let here: usize = shard
+                .users
+                .values()
+                .map(|members| members.iter().len())
+                .sum();
             (conns + here, users + shard.users.len())
         })
 }

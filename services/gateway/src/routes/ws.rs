@@ -1,21 +1,29 @@
 //! `GET /ws?token=…`: phase 1 of the handshake. Origin, then the ws token,
 //! both before the 101, so a refused request never opens a socket.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use axum::extract::{Query, Request, State, rejection::QueryRejection};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt as _;
+use futures::future::{Either, ready};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tracing::Instrument as _;
+use tracing::Span;
 use wsauth_shared::limits::MAX_CREDENTIAL_BYTES;
 use wsauth_shared::trace_context;
 
+use crate::admission::Admitted;
 use crate::error::HttpError;
+use crate::hub::ConnId;
 use crate::session;
+use crate::session::conn_log::{ConnLog, Logged, conn_debug};
 use crate::socket::FrameIo;
 use crate::state::AppState;
 
@@ -73,26 +81,13 @@ pub async fn upgrade(
         // Write each frame straight out: the session flushes every send anyway.
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES);
-    // Not a tracing child of the upgrade request: that would keep the
-    // request's span open for the connection's whole life.
-    let span = tracing::info_span!(parent: None, "session", conn_id, user_id = %user_id);
-    trace_context::continue_current_trace(&span);
+    // Shared with the hub's registry, which keys the user's connections by it.
+    let user_id: Arc<str> = Arc::from(user_id);
+    let span = session_span(conn_id, &user_id);
+    let conn = ConnLog::new(conn_id, Arc::clone(&user_id));
     let tracker = state.tracker.clone();
-    tracker.spawn(
-        async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(error) => {
-                    tracing::debug!(%error, "websocket upgrade failed");
-                    return;
-                }
-            };
-            let io = FrameIo::new(TokioIo::new(upgraded));
-            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-            session::run(socket, state, conn_id, user_id, admitted).await;
-        }
-        .instrument(span),
-    );
+    let task = session_task(on_upgrade, config, state, conn_id, user_id, admitted);
+    tracker.spawn(Logged::new(conn, span, task));
     Ok((
         StatusCode::SWITCHING_PROTOCOLS,
         [
@@ -102,6 +97,50 @@ pub async fn upgrade(
         ],
     )
         .into_response())
+}
+
+/// The upgraded socket's task: the upgrade, then the session.
+///
+/// Made of combinators, not an `async` block: a block keeps what it captured
+/// (the config, the state, the user, the permits) beside the session's
+/// future that they were moved into, in every idle connection's task; each
+/// step of a `then` holds only its own.
+fn session_task(
+    on_upgrade: OnUpgrade,
+    config: WebSocketConfig,
+    state: AppState,
+    conn_id: ConnId,
+    user_id: Arc<str>,
+    admitted: Admitted,
+) -> impl Future<Output = ()> + Send {
+    on_upgrade.then(move |upgraded| match upgraded {
+        Ok(upgraded) => {
+            let io = FrameIo::new(TokioIo::new(upgraded));
+            let session = WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
+                .then(move |socket| session::run(socket, state, conn_id, user_id, admitted));
+            Either::Left(session)
+        }
+        Err(error) => {
+            conn_debug!(%error, "websocket upgrade failed");
+            Either::Right(ready(()))
+        }
+    })
+}
+
+/// The span a session runs in, when one is worth its memory (see
+/// [`crate::session::conn_log`]): when spans are exported, an info span that
+/// continues the upgrade request's trace; otherwise a debug span, which
+/// exists only when `RUST_LOG` asks for debug here, for the dependencies'
+/// debug lines. Not a tracing child of the upgrade request: that would keep
+/// the request's span open for the connection's whole life.
+fn session_span(conn_id: ConnId, user_id: &str) -> Span {
+    if trace_context::is_exporting() {
+        let span = tracing::info_span!(parent: None, "session", conn_id, user_id);
+        trace_context::continue_current_trace(&span);
+        span
+    } else {
+        tracing::debug_span!(parent: None, "session", conn_id, user_id)
+    }
 }
 
 /// Checks the upgrade headers (RFC 6455 §4.2.1, in the order axum's
@@ -159,7 +198,17 @@ mod tests {
     use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
     use axum::response::IntoResponse;
 
+    use std::sync::Arc;
+
+    use hyper::upgrade::OnUpgrade;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    use tokio_util::task::task_tracker::TrackedFuture;
+
     use super::accept_key;
+    use crate::admission::Admitted;
+    use crate::hub::ConnId;
+    use crate::session::conn_log::Logged;
+    use crate::state::AppState;
 
     fn upgrade_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -178,6 +227,23 @@ mod tests {
             HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
         );
         headers
+    }
+
+    /// The future each idle connection's task holds, all wrappers
+    /// included. tokio adds about 96 bytes of its own and rounds the task up
+    /// to 128 bytes (its alignment): at 1,024 bytes the task takes 1,152,
+    /// and every step of 128 is 0.125 KiB per connection.
+    #[test]
+    fn the_task_future_stays_small() {
+        fn task_size<A, B, C, D, E, G, F>(_: fn(A, B, C, D, E, G) -> F) -> usize {
+            size_of::<TrackedFuture<Logged<F>>>()
+        }
+        let size = task_size(
+            super::session_task
+                as fn(OnUpgrade, WebSocketConfig, AppState, ConnId, Arc<str>, Admitted) -> _,
+        );
+        println!("session task future: {size} bytes");
+        assert!(size <= 1024, "the session task's future is {size} bytes");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use futures::StreamExt as _;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::conn_log::{conn_debug, conn_info, conn_warn};
 use super::{End, read_error};
 use crate::auth_client::Verified;
 use crate::close::CloseCode;
@@ -28,7 +29,7 @@ pub(super) struct Authenticated {
 pub(super) async fn authenticate(
     socket: &mut Socket,
     state: &AppState,
-    ws_user: String,
+    ws_user: &str,
 ) -> Result<Authenticated, End> {
     let deadline = Instant::now() + state.limits.auth_timeout;
     let text = loop {
@@ -46,13 +47,13 @@ pub(super) async fn authenticate(
         }
     };
     let (jwt, since) = ClientFrame::parse_first(&text).map_err(|error| {
-        tracing::debug!(%error, "bad first frame");
+        conn_debug!(%error, "bad first frame");
         End::Close(CloseCode::BadFirstFrame)
     })?;
     drop(text);
     // Before VerifyJwt: a RevokeUser whose disconnect reaches the hub while
     // the JWT is being checked then still refuses the registration.
-    let mark = state.hub.disconnect_mark(&ws_user);
+    let mark = state.hub.disconnect_mark(ws_user);
     let verified = tokio::select! {
         () = state.shutdown.cancelled() => return Err(End::Close(CloseCode::GoingAway)),
         // Boxed: an in-flight gRPC call is large, and only lives this long.
@@ -62,7 +63,7 @@ pub(super) async fn authenticate(
         // Auth accepts a JWT up to its leeway past exp; such a JWT would get
         // auth_ok and then an immediate 4401, so it is refused outright.
         Ok(verified) if verified.expires_at <= SystemTime::now() => {
-            tracing::info!("jwt already past its exp");
+            conn_info!("jwt already past its exp");
             Err(End::Close(CloseCode::Unauthorized))
         }
         Ok(verified) if verified.user_id == ws_user => Ok(Authenticated {
@@ -71,15 +72,15 @@ pub(super) async fn authenticate(
             mark,
         }),
         Ok(_) => {
-            tracing::info!("jwt sub differs from the ws token's user");
+            conn_info!("jwt sub differs from the ws token's user");
             Err(End::Close(CloseCode::Forbidden))
         }
         Err(error) => {
             let code = error.close_code();
             if code == CloseCode::Unauthorized {
-                tracing::info!(%error, "jwt refused");
+                conn_info!(%error, "jwt refused");
             } else {
-                tracing::warn!(%error, "auth unavailable during phase 2");
+                conn_warn!(%error, "auth unavailable during phase 2");
             }
             Err(End::Close(code))
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use secrecy::SecretString;
 use tokio::time::Instant;
 
+use super::conn_log::{conn_debug, conn_info, conn_warn};
 use crate::auth_client::{AuthCallError, AuthClient, ErrorKind, Verified};
 use crate::close::CloseCode;
 
@@ -53,11 +54,11 @@ impl Refresh {
     pub(super) fn expired(&mut self, auth: &AuthClient) -> Result<(), CloseCode> {
         match std::mem::replace(self, Self::Idle) {
             Self::Idle => {
-                tracing::info!("jwt expired without a refresh");
+                conn_info!("jwt expired without a refresh");
                 Err(CloseCode::Unauthorized)
             }
             Self::Verifying { past_exp: true, .. } => {
-                tracing::warn!("jwt expired and its refresh was not verified in time");
+                conn_warn!("jwt expired and its refresh was not verified in time");
                 Err(CloseCode::AuthUnavailable)
             }
             Self::Verifying { check, .. } => {
@@ -94,25 +95,25 @@ impl Refresh {
         *self = Self::Idle;
         Poll::Ready(match verified {
             Ok(fresh) if fresh.user_id == user => {
-                tracing::debug!("jwt refreshed");
+                conn_debug!("jwt refreshed");
                 Ok(Some(fresh))
             }
             Ok(_) => {
-                tracing::info!("refresh jwt is for another user");
+                conn_info!("refresh jwt is for another user");
                 Err(CloseCode::Forbidden)
             }
             // The current JWT still holds until its exp; retried then.
             Err(error) if error.kind() != ErrorKind::Rejected && !past_exp => {
-                tracing::warn!(%error, "cannot verify refresh jwt yet");
+                conn_warn!(%error, "cannot verify refresh jwt yet");
                 *self = Self::Unchecked(token);
                 Ok(None)
             }
             Err(error) => {
                 let code = error.close_code();
                 if code == CloseCode::Unauthorized {
-                    tracing::info!(%error, "refresh jwt refused");
+                    conn_info!(%error, "refresh jwt refused");
                 } else {
-                    tracing::warn!(%error, "jwt expired and its refresh cannot be verified");
+                    conn_warn!(%error, "jwt expired and its refresh cannot be verified");
                 }
                 Err(code)
             }

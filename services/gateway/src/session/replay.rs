@@ -19,6 +19,7 @@ use tokio::time::{Instant, Sleep, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::End;
+use super::conn_log::{conn_info, conn_warn};
 use super::send::send;
 use crate::auth_client::{AuthCallError, HistoryPage};
 use crate::close::CloseCode;
@@ -36,17 +37,17 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) const PERMIT_WAIT: Duration = Duration::from_secs(2);
 
 fn busy() -> End {
-    tracing::warn!("every history replay permit stayed taken; the client retries");
+    conn_warn!("every history replay permit stayed taken; the client retries");
     End::Close(CloseCode::AuthUnavailable)
 }
 
 fn gave_up() -> End {
-    tracing::warn!("history replay over its limits; the client resumes on reconnect");
+    conn_warn!("history replay over its limits; the client resumes on reconnect");
     End::Close(CloseCode::Policy)
 }
 
 fn unavailable(error: &AuthCallError) -> End {
-    tracing::warn!(%error, "history unavailable for a recovering client");
+    conn_warn!(%error, "history unavailable for a recovering client");
     End::Close(CloseCode::AuthUnavailable)
 }
 
@@ -78,7 +79,7 @@ pub(super) async fn replay(
     {
         Ok(events) => (events, false),
         Err(AuthCallError::OutOfRange) => {
-            tracing::info!(%since, "client's since is not in the retained stream: a gap; replaying from the oldest retained event");
+            conn_info!(%since, "client's since is not in the retained stream: a gap; replaying from the oldest retained event");
             let oldest = page(state, slot, deadline, Start::Oldest, user_id).await?;
             (oldest.map_err(|error| unavailable(&error))?, true)
         }
@@ -107,7 +108,7 @@ pub(super) async fn replay(
         events = match page(state, slot, deadline, Start::After(&last), user_id).await? {
             Ok(events) => events,
             Err(AuthCallError::OutOfRange) => {
-                tracing::info!(after = %last, "replay position lost during the replay: telling the client of a gap");
+                conn_info!(after = %last, "replay position lost during the replay: telling the client of a gap");
                 let sent = send(
                     socket,
                     Message::Text(message::gap().into()),

@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use super::End;
+use super::conn_log::{conn_debug, conn_info};
 use crate::close::CloseCode;
 use crate::hub::Slot;
 use crate::metrics::{Closed, Metrics};
@@ -32,7 +33,7 @@ const CLOSE_REPLY_GRACE: Duration = Duration::from_secs(2);
 const TOO_BIG_LINGER: Duration = Duration::from_millis(500);
 
 fn write_error(error: tungstenite::Error) -> End {
-    tracing::debug!(%error, "websocket write failed");
+    conn_debug!(%error, "websocket write failed");
     End::Gone(Closed::Error)
 }
 
@@ -63,11 +64,11 @@ pub(super) fn send<'a>(
             biased;
             code = poll_fn(|cx| slot.poll_kick(cx)) => Err(End::Close(code)),
             () = expiry => {
-                tracing::info!("jwt expired while a write was blocked");
+                conn_info!("jwt expired while a write was blocked");
                 Err(End::Close(CloseCode::Unauthorized))
             }
             () = deadline => {
-                tracing::info!("client stopped reading");
+                conn_info!("client stopped reading");
                 Err(End::Close(CloseCode::Policy))
             }
             sent = sending => sent.map_err(write_error),
@@ -88,7 +89,7 @@ pub(super) async fn finish(mut socket: Socket, metrics: &Metrics, end: End) {
         End::Gone(closed) => metrics.closed(closed),
         End::Close(code) => {
             metrics.closed(Closed::Code(code));
-            tracing::debug!(code = code.code(), "closing");
+            conn_debug!(code = code.code(), "closing");
             let frame = Message::Close(Some(CloseFrame {
                 code: code.code().into(),
                 reason: Utf8Bytes::from_static(code.reason()),
