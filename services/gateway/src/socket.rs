@@ -21,11 +21,11 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf as _, Bytes};
 use futures::Sink;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error, Message};
+
+use crate::tls::Conn;
 
 /// A WebSocket over an upgraded HTTP connection.
 pub type Socket = WebSocketStream<FrameIo>;
@@ -39,7 +39,7 @@ const FIN_TEXT: u8 = 0x81;
 /// finishes that frame, so frames never interleave, even when a session
 /// gave up waiting on a blocked write and now sends its close.
 pub struct FrameIo {
-    io: TokioIo<Upgraded>,
+    io: Conn,
     head: [u8; 10],
     head_start: u8,
     head_end: u8,
@@ -49,7 +49,7 @@ pub struct FrameIo {
 }
 
 impl FrameIo {
-    pub fn new(io: TokioIo<Upgraded>) -> Self {
+    pub fn new(io: Conn) -> Self {
         Self {
             io,
             head: [0; 10],

@@ -2,7 +2,7 @@
 //! handshake, so a client that stops reading cannot hold a session.
 
 use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -53,10 +53,11 @@ pub(super) fn send<'a>(
     slot: &'a Slot,
     expiry: Pin<&'a mut Sleep>,
 ) -> impl Future<Output = Result<(), End>> + 'a {
+    // Made here, not in the body, which would keep `message` beside it.
+    let mut sending = socket::send(socket, message);
     async move {
-        let mut sending = pin!(socket::send(socket, message));
         // Most writes complete at once; only a blocked one pays for a timer.
-        if let Poll::Ready(sent) = futures::poll!(sending.as_mut()) {
+        if let Poll::Ready(sent) = futures::poll!(&mut sending) {
             return sent.map_err(write_error);
         }
         let deadline = Box::pin(sleep(SEND_TIMEOUT));
@@ -71,7 +72,7 @@ pub(super) fn send<'a>(
                 conn_info!("client stopped reading");
                 Err(End::Close(CloseCode::Policy))
             }
-            sent = sending => sent.map_err(write_error),
+            sent = &mut sending => sent.map_err(write_error),
         }
     }
 }
