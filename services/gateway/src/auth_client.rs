@@ -278,7 +278,11 @@ impl AuthClient {
                 .await;
             match answer {
                 Err(AuthCallError::TooLarge) if limit > 1 => {
-                    tracing::warn!(limit, "history page over the size limit; asking for less");
+                    // Called from a session's replay: the line names the connection.
+                    crate::session::conn_log::conn_warn!(
+                        limit,
+                        "history page over the size limit; asking for less"
+                    );
                     limit /= 2;
                 }
                 answer => return HistoryPage::decode(answer?),

@@ -16,8 +16,10 @@ GROUPS = [
     ("allocator (malloc/free/realloc)", r"malloc|free|realloc|calloc|_int_|tcache|mi_|je_|sdallocx|__rust_(alloc|dealloc|realloc)|alloc::alloc|RawVec|raw_vec"),
     ("memcpy/memmove/memset/memcmp", r"mem(cpy|move|set|cmp)|__memc|bcmp|strlen"),
     ("tracing and log formatting", r"tracing|fmt::|core::fmt|Formatter|json::ser|serde_json::ser|write_fmt|log::|sharded_slab|thread_local"),
-    ("HTTP/2 + gRPC framing (h2, hpack, tonic, prost)", r"\bh2::|hpack|tonic|prost|::codec::|http_body|grpc"),
-    ("HTTP/1 + routing (hyper, axum, tower)", r"hyper|axum|tower|matchit|httparse|http::|headers"),
+    ("HTTP/2 + gRPC framing (h2, hpack, tonic, prost, hyper's h2 glue)", r"\bh2::|hpack|tonic|prost|::codec::|http_body|grpc|hyper::proto::h2|hyper::client|hyper_util::client"),
+    # hyper/http/tower also carry gRPC's HTTP/2 (headers, service stack): in
+    # auth, which serves no HTTP/1 in a handshake, all of this group is gRPC.
+    ("hyper, http, axum, tower (HTTP/1 server; also gRPC's headers and layers)", r"hyper|axum|tower|matchit|httparse|http::|headers"),
     ("WebSocket frames, sha1 accept key, base64 (also JWT segments)", r"tungstenite|sha1|base64"),
     ("JWT and token crypto (hmac, sha2, json)", r"jsonwebtoken|hmac|sha2|Sha256|sha256|compress|serde_json::de|serde::de|subtle|getrandom|rand"),
     ("Redis client (redis-rs, RESP)", r"redis::|combine|RedisError|resp"),

@@ -395,7 +395,16 @@ impl Store for RedisStore {
         let mut invocation = self.inner.scripts.stream_end.key(STREAM_KEY);
         invocation.key(EPOCH_KEY).arg(new_epoch());
         let (epoch, last): (String, String) = self
-            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .call(|mut conn| async move {
+                let (epoch, last, created): (String, String, bool) =
+                    invocation.invoke_async(&mut conn).await?;
+                // An epoch lost in a failover would start another with the
+                // next Publish: every subscriber told of a gap that lost nothing.
+                if created {
+                    self.replicate(&mut conn, EPOCH_KEY).await?;
+                }
+                Ok((epoch, last))
+            })
             .await?;
         Ok(EventId {
             epoch: epoch.into(),

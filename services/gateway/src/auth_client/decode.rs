@@ -153,7 +153,8 @@ impl HistoryPage {
                     page.events.push(event);
                 }
                 Err(bad) => {
-                    tracing::error!(what = bad.what, id = ?bad.id.as_ref().map(ToString::to_string), "skipping unreadable event in history");
+                    // Called from a session's replay: the line names the connection.
+                    crate::session::conn_log::conn_error!(what = bad.what, id = ?bad.id.as_ref().map(ToString::to_string), "skipping unreadable event in history");
                     if bad.id.is_some() {
                         page.last_id = bad.id;
                     }

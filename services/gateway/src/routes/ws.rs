@@ -23,7 +23,7 @@ use crate::admission::Admitted;
 use crate::error::HttpError;
 use crate::hub::ConnId;
 use crate::session;
-use crate::session::conn_log::{ConnLog, Logged, conn_debug};
+use crate::session::conn_log::{ConnLog, Logged, conn_debug, conn_error};
 use crate::socket::FrameIo;
 use crate::state::AppState;
 use crate::tls::Conn;
@@ -120,8 +120,9 @@ fn session_task(
         let parts = match upgraded.map(Upgraded::downcast::<TokioIo<Conn>>) {
             Ok(Ok(parts)) => parts,
             Ok(Err(_)) => {
-                // `serve` only serves a `Conn`: not reached.
-                conn_debug!("upgraded connection is not a tls::Conn");
+                // `serve` only serves a `Conn`: not reached unless someone wraps
+                // the served IO, which would break every WebSocket: say so loudly.
+                conn_error!("upgraded connection is not a tls::Conn; closing the socket");
                 return Either::Right(ready(()));
             }
             Err(error) => {

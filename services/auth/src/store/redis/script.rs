@@ -144,6 +144,45 @@ mod tests {
         }
     }
 
+    /// In a cluster (the case this module exists for): the source goes to
+    /// the master that owns the key and refused the hash, and no SCRIPT LOAD
+    /// is sent anywhere, so a master the client does not know yet (a
+    /// promoted replica) cannot be missed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_a_cluster_the_owner_of_the_key_gets_the_source_and_no_node_a_script_load() {
+        let cluster = wsauth_tests::TestRedisCluster::spawn();
+        let nodes: Vec<String> = cluster.urls().split(',').map(str::to_owned).collect();
+        let client = redis::cluster::ClusterClient::new(nodes).expect("cluster urls");
+        let mut conn = client
+            .get_async_connection()
+            .await
+            .expect("the cluster answers");
+        let ports = cluster.master_ports();
+        for &port in &ports {
+            assert_eq!(wsauth_tests::redis_cli(port, &["SCRIPT", "FLUSH"]), "OK");
+            assert_eq!(
+                wsauth_tests::redis_cli(port, &["CONFIG", "RESETSTAT"]),
+                "OK"
+            );
+        }
+        let script = LuaScript::new("return KEYS[1]");
+        for key in ["{a}k", "{b}k", "{c}k", "{a}k"] {
+            let reply: String = script.key(key).invoke_async(&mut conn).await.expect("runs");
+            assert_eq!(reply, key);
+        }
+        for &port in &ports {
+            let info = wsauth_tests::redis_cli(port, &["INFO", "commandstats"]);
+            assert_eq!(calls_of(&info, "script|load"), 0, "{port}: {info}");
+        }
+        let owner = cluster.master_of("{a}k");
+        let info = wsauth_tests::redis_cli(owner, &["INFO", "commandstats"]);
+        assert_eq!(
+            calls_of(&info, "eval"),
+            1,
+            "the source once, then the hash: {info}"
+        );
+    }
+
     #[test]
     fn the_hash_is_the_scripts_sha1() {
         // SHA-1 of "return 1", as Redis computes it for SCRIPT LOAD.

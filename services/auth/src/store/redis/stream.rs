@@ -86,14 +86,17 @@ return {epoch or '', last}
 ";
 
 /// Where a live subscriber starts: the epoch, created as APPEND would when
-/// there is none (ARGV[1]), and the last id ever generated (`0-0` before the
-/// first event). A subscriber resuming from there is refused (OUT_OF_RANGE)
-/// if the epoch changes or trimming passes it, so no loss goes untold.
+/// there is none (ARGV[1]), the last id ever generated (`0-0` before the
+/// first event), and 1 when the epoch was created here. A subscriber resuming
+/// from there is refused (OUT_OF_RANGE) if the epoch changes or trimming
+/// passes it, so no loss goes untold.
 pub(super) const STREAM_END: &str = r"
 local epoch = redis.call('GET', KEYS[2])
+local created = 0
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[2], epoch)
+  created = 1
 end
 local last = '0-0'
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -102,7 +105,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     if info[i] == 'last-generated-id' then last = info[i + 1] end
   end
 end
-return {epoch, last}
+return {epoch, last, created}
 ";
 
 pub(super) fn text(value: &Value) -> Option<&str> {
