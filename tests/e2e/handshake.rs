@@ -436,3 +436,66 @@ async fn issuer_and_audience_are_checked_when_configured() {
     client.send_jwt(&good().audience("other").sign()).await;
     client.expect_close(4401, STEP).await;
 }
+
+/// A client that sends its JWT frame in the same write as its upgrade
+/// request: the frame arrives with the request, so the HTTP server has read
+/// it before the 101, and it must reach the WebSocket (not be dropped with
+/// the HTTP layer's buffer).
+#[tokio::test]
+async fn a_jwt_frame_sent_in_the_same_write_as_the_upgrade_is_not_lost() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let stack = stack().await;
+    let gateway = stack.gateway();
+    let jwt = Jwt::for_user("alice").sign();
+    let token = gateway.ws_token(&jwt).await;
+    let payload = serde_json::json!({"type": "jwt", "token": jwt}).to_string();
+    let mut bytes = format!(
+        "GET /ws?token={token} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        gateway.addr()
+    )
+    .into_bytes();
+    // One masked text frame (RFC 6455 §5.2), the length in 16 bits.
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let len = u16::try_from(payload.len()).expect("a JWT frame under 64 KiB");
+    assert!(len >= 126, "the 16-bit length form");
+    bytes.extend([0x81, 0x80 | 126]);
+    bytes.extend(len.to_be_bytes());
+    bytes.extend(mask);
+    bytes.extend(payload.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+
+    let mut socket = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .expect("the gateway accepts");
+    socket.write_all(&bytes).await.expect("written at once");
+    let mut received = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let auth_ok = loop {
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline, socket.read(&mut chunk))
+            .await
+            .expect("auth_ok within 10 s: the JWT frame was not lost")
+            .expect("the socket reads");
+        assert!(
+            read > 0,
+            "closed early: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&chunk[..read]);
+        let Some(head_end) = received.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        // The server's first frame: unmasked text, a 7-bit length.
+        let frame = &received[head_end + 4..];
+        if frame.len() < 2 || frame.len() < 2 + usize::from(frame[1] & 0x7f) {
+            continue;
+        }
+        assert_eq!(frame[0], 0x81, "one text frame");
+        let text = &frame[2..2 + usize::from(frame[1] & 0x7f)];
+        break serde_json::from_slice::<serde_json::Value>(text).expect("JSON");
+    };
+    assert_eq!(auth_ok["type"], "auth_ok", "{auth_ok}");
+}
