@@ -5,25 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use wsauth_shared::event_id::EventId;
-use wsauth_shared::limits::MAX_ID_BYTES as MAX_EVENT_ID_BYTES;
-
-/// The grammar, independently of the parser.
-fn well_formed(s: &str) -> bool {
-    let Some((epoch, seq)) = s.split_once(':') else {
-        return false;
-    };
-    let Some((ms, n)) = seq.split_once('-') else {
-        return false;
-    };
-    let number = |x: &str| {
-        !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()) && x.parse::<u64>().is_ok()
-    };
-    s.len() <= MAX_EVENT_ID_BYTES
-        && !epoch.is_empty()
-        && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
-        && number(ms)
-        && number(n)
-}
+// The grammar, independently of the parser (shared with shared's proptests).
+use wsauth_shared::oracles::event_id_well_formed as well_formed;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

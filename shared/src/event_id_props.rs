@@ -5,25 +5,7 @@
 use proptest::prelude::*;
 
 use super::{BadEventId, EventId, MAX_EVENT_ID_BYTES, StreamSeq};
-
-/// The grammar, independently of the parser: `<alnum+>:<digits>-<digits>`,
-/// each number a u64, at most 256 bytes.
-fn well_formed(s: &str) -> bool {
-    let Some((epoch, seq)) = s.split_once(':') else {
-        return false;
-    };
-    let Some((ms, n)) = seq.split_once('-') else {
-        return false;
-    };
-    let digits = |x: &str| {
-        !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()) && x.parse::<u64>().is_ok()
-    };
-    s.len() <= MAX_EVENT_ID_BYTES
-        && !epoch.is_empty()
-        && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
-        && digits(ms)
-        && digits(n)
-}
+use crate::oracles::event_id_well_formed as well_formed;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]

@@ -9,13 +9,17 @@
 //! - [`tls`]: rustls server configs from PEM files, reloaded when they change.
 //! - [`limits`]: the contract's credential and id sizes;
 //! - [`bearer`]: the `Authorization: Bearer` parser;
-//! - [`backoff`]: the retry delays of every reconnecting loop.
+//! - [`backoff`]: the retry delays of every reconnecting loop;
+//! - `oracles` (tests and the fuzz crate only, feature `oracles`): the
+//!   contract's rules restated, to judge the parsers by.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod bearer;
 pub mod event_id;
 pub mod limits;
+#[cfg(any(test, feature = "oracles"))]
+pub mod oracles;
 pub mod proto;
 pub mod shutdown;
 pub mod telemetry;
