@@ -13,6 +13,9 @@
 //! [`presence::Reporter`] tells auth what this gateway holds, for operators.
 //! With GATEWAY_TLS_* the listener speaks HTTPS and `wss://` ([`tls`]).
 //!
+//! `oracles` (tests and the fuzz crate only, feature `oracles`) restates the
+//! contract's rules that those tests judge the gateway by.
+//!
 //! [`run`] owns the server; `main.rs` only parses config and binds.
 #![forbid(unsafe_code)]
 
@@ -27,6 +30,8 @@ pub mod hub;
 pub mod ip_rate;
 pub mod message;
 pub mod metrics;
+#[cfg(any(test, feature = "oracles"))]
+pub mod oracles;
 pub mod presence;
 pub mod rate;
 pub mod routes;

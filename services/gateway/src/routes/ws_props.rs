@@ -4,12 +4,11 @@
 //! 426 (naming version 13) for another version, 400 for a key that is not
 //! 16 bytes of base64, and the RFC's accept value otherwise.
 
+use super::accept_key;
+use crate::oracles::ws_upgrade;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use proptest::prelude::*;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-
-use super::accept_key;
 
 /// Bytes a header value may hold (what hyper would hand us): visible ASCII,
 /// space, tab and obs-text.
@@ -32,14 +31,6 @@ fn header_value(right: &'static [&'static str]) -> impl Strategy<Value = Option<
 /// A syntactically valid key: 16 bytes → 22 base64 characters and `==`.
 fn good_key() -> impl Strategy<Value = Vec<u8>> {
     "[A-Za-z0-9+/]{21}[AQgw]==".prop_map(String::into_bytes)
-}
-
-fn is_key(key: &[u8]) -> bool {
-    key.len() == 24
-        && key.ends_with(b"==")
-        && key[..22]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
 fn status_of(headers: &HeaderMap) -> Result<HeaderValue, StatusCode> {
@@ -72,21 +63,12 @@ proptest! {
                 headers.insert::<HeaderName>(name, value);
             }
         }
-        let has_token = connection.as_deref().is_some_and(|c| {
-            c.split(|&b| b == b',').any(|item| item.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-        });
-        let is = |value: &Option<Vec<u8>>, wanted: &str| {
-            value.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(wanted.as_bytes()))
-        };
-        let expected = if !has_token || !is(&upgrade, "websocket") || key.is_none() {
-            Err(StatusCode::BAD_REQUEST)
-        } else if !is(&version, "13") {
-            Err(StatusCode::UPGRADE_REQUIRED)
-        } else if !is_key(key.as_deref().unwrap_or_default()) {
-            Err(StatusCode::BAD_REQUEST)
-        } else {
-            Ok(derive_accept_key(key.as_deref().unwrap_or_default()))
-        };
+        let expected = ws_upgrade(
+            connection.as_deref(),
+            upgrade.as_deref(),
+            version.as_deref(),
+            key.as_deref(),
+        );
         let got = status_of(&headers)
             .map(|v| v.to_str().expect("base64 is ASCII").to_string());
         prop_assert_eq!(
