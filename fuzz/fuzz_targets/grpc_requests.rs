@@ -3,21 +3,30 @@
 //! run through the same `grpc::checks` function its handler runs. A request
 //! is refused exactly when a field is empty or over its limit (the contract's
 //! "Limits"), always with INVALID_ARGUMENT, and what passes is what was sent.
-//! The gate is fuzzed too: the role of any `authorization` value, the role any
-//! path needs, and UNAUTHENTICATED whenever the caller has less.
+//! The gate is fuzzed too, through its real `tower::Service` with the key in the
+//! `authorization` header: the role of any value, the role any path needs (the
+//! contract's table in `wsauth_auth::oracles`), UNAUTHENTICATED before the
+//! service whenever the caller has less, and no key checked for open methods.
 #![no_main]
+
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use prost_types::Timestamp;
 use tonic::Code;
-use wsauth_auth::caller::{Caller, CallerKeys, Role};
+use tower::{Layer as _, Service};
+use wsauth_auth::caller::{Caller, CallerKeys};
 use wsauth_auth::error::AuthError;
 use wsauth_auth::event::{EventId, EventKind};
 use wsauth_auth::events::{HISTORY_MAX, Start};
 use wsauth_auth::grpc::checks;
-use wsauth_auth::grpc::gate::required_role;
-use wsauth_shared::bearer::credential;
+use wsauth_auth::grpc::gate::{GateLayer, required_role};
+use wsauth_auth::oracles::{contract_role, gate_caller, presented_role};
 use wsauth_shared::limits::{MAX_CREDENTIAL_BYTES, MAX_ID_BYTES};
 use wsauth_shared::proto::{
     HistoryRequest, IssueWsTokenRequest, PresenceRequest, PublishRequest, ReportGatewayRequest,
@@ -66,44 +75,91 @@ fn decode<M: Message + Default>(bytes: &[u8]) -> Option<M> {
     M::decode(bytes).ok()
 }
 
+/// Stands for tonic behind the gate: answers at once, recording the caller
+/// the gate handed on.
+#[derive(Clone, Default)]
+struct Behind(Arc<Mutex<Option<Caller>>>);
+
+impl Service<http::Request<()>> for Behind {
+    type Response = http::Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<http::Response<()>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<()>) -> Self::Future {
+        *self.0.lock().expect("not poisoned") = request.extensions().get::<Caller>().copied();
+        ready(Ok(http::Response::new(())))
+    }
+}
+
+thread_local! {
+    /// The gate's deadline is a tokio timer: one runtime per fuzzing thread.
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+}
+
+/// The real gate (`Gate::call`, as the server layers it before tonic) on an
+/// arbitrary path and `authorization` value, judged by the contract's table
+/// (`wsauth_auth::oracles`, shared with auth's proptests): a caller with less
+/// than the method needs is refused with UNAUTHENTICATED before the service,
+/// any other reaches it carrying its role, and an open method's caller is
+/// anonymous whatever key it presents (the gate skips the hash).
 fn gate(bytes: &[u8]) {
-    let (path, header) = bytes.split_at(bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len()));
+    let [open, rest @ ..] = bytes else {
+        return;
+    };
+    let (path, header) = rest.split_at(rest.iter().position(|&b| b == 0).unwrap_or(rest.len()));
+    let header = header.get(1..).unwrap_or_default();
     let path = String::from_utf8_lossy(path);
-    let keys = CallerKeys::new(&["internal-key".into()], &["admin-key".into()]);
-    let role = keys.role_of(Some(header));
-    let expected_role = match credential(header) {
-        Some(b"admin-key") => Role::Admin,
-        Some(b"internal-key") => Role::Internal,
-        _ => Role::Anonymous,
+    // The table itself on any text, then the gate on what is a request path.
+    assert_eq!(required_role(&path), contract_role(&path), "{path:?}");
+    // Mostly keys configured; sometimes none (every caller is admin).
+    let (internal, admin): (&[&str], &[&str]) = if open % 8 == 0 {
+        (&[], &[])
+    } else {
+        (&["internal-key"], &["admin-key"])
     };
-    assert_eq!(role, expected_role, "{header:?}");
-    let needed = required_role(&path);
-    let expected_needed = match path.as_ref() {
-        "/wsauth.v1.AuthService/IssueWsToken" => Role::Anonymous,
-        "/wsauth.v1.AuthService/ValidateToken"
-        | "/wsauth.v1.AuthService/VerifyJwt"
-        | "/wsauth.v1.BroadcastService/Subscribe"
-        | "/wsauth.v1.BroadcastService/History"
-        | "/wsauth.v1.AdminService/ReportGateway" => Role::Internal,
-        p if [
-            "/grpc.health.v1.Health/",
-            "/grpc.reflection.v1.ServerReflection/",
-            "/grpc.reflection.v1alpha.ServerReflection/",
-        ]
-        .iter()
-        .any(|open| p.starts_with(open)) =>
-        {
-            Role::Anonymous
-        }
-        _ => Role::Admin,
+    let secrets = |keys: &[&str]| keys.iter().map(|&k| k.into()).collect::<Vec<_>>();
+    let keys = CallerKeys::new(&secrets(internal), &secrets(admin));
+    let presented = presented_role(Some(header), internal, admin);
+    assert_eq!(keys.role_of(Some(header)), presented, "{header:?}");
+
+    let Ok(request) = http::Request::builder()
+        .uri(path.as_ref())
+        .header(http::header::AUTHORIZATION, header)
+        .body(())
+    else {
+        // Not a path and a header value hyper would hand over.
+        return;
     };
-    assert_eq!(needed, expected_needed, "{path}");
-    match Caller(role).require(needed) {
-        Ok(()) => assert!(role >= needed),
-        Err(error) => {
-            assert!(role < needed);
-            assert_eq!(tonic::Status::from(error).code(), Code::Unauthenticated);
-        }
+    let path = request.uri().path().to_owned();
+    let needed = contract_role(&path);
+    let caller = gate_caller(&path, presented);
+    let behind = Behind::default();
+    let mut gate = GateLayer::new(keys, Duration::from_secs(10)).layer(behind.clone());
+    let response = RUNTIME
+        .with(|rt| rt.block_on(async { gate.call(request).await }))
+        .expect("infallible");
+    let reached = behind.0.lock().expect("not poisoned").take();
+    let status = response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().expect("a code").to_owned());
+    if caller >= needed {
+        assert_eq!(reached, Some(Caller(caller)), "{path:?} {header:?}");
+        assert_eq!(status, None, "{path:?} {header:?}");
+    } else {
+        assert_eq!(reached, None, "{path:?} {header:?}");
+        assert_eq!(status.as_deref(), Some("16"), "{path:?} {header:?}");
+        let refused = Caller(caller)
+            .require(needed)
+            .expect_err("less than needed");
+        assert_eq!(tonic::Status::from(refused).code(), Code::Unauthenticated);
     }
 }
 

@@ -10,7 +10,8 @@
 //! one reader per process fans out to every Subscribe stream.
 //! Gateways report what they hold into [`presence`], which AdminService reads.
 //! [`metrics`] counts every call on its way through and serves `/metrics`.
-//! [`server::run`] wires it all; `main.rs` is a thin shell.
+//! [`server::run`] wires it all; `main.rs` is a thin shell. `oracles` (tests
+//! and the fuzz crate only, feature `oracles`) restates the contract's rules.
 #![forbid(unsafe_code)]
 
 pub mod authority;
@@ -24,6 +25,8 @@ pub mod grpc;
 pub mod jwt;
 pub mod metrics;
 pub mod mint;
+#[cfg(any(test, feature = "oracles"))]
+pub mod oracles;
 pub mod presence;
 pub mod revocation;
 pub mod server;

@@ -6,8 +6,9 @@ use tonic::Code;
 
 use super::checks::{check, check_user_id};
 use super::gate::required_role;
-use crate::caller::{CallerKeys, Role};
+use crate::caller::CallerKeys;
 use crate::error::AuthError;
+use crate::oracles::{CONTRACT_ROLES, OPEN_SERVICES, contract_role, presented_role};
 use wsauth_shared::limits::{MAX_CREDENTIAL_BYTES, MAX_ID_BYTES};
 
 fn code(result: Result<(), AuthError>) -> Option<Code> {
@@ -34,34 +35,39 @@ proptest! {
 
     #[test]
     fn any_authorization_header_maps_to_a_role_and_only_real_keys_grant_one(
-        header in proptest::collection::vec(any::<u8>(), 0..80),
+        header in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..80),
+            "(?i)[ \t]{0,2}bearer[ \t]{0,2}(admin|internal|other)-key[ \t]{0,2}"
+                .prop_map(String::into_bytes),
+        ],
     ) {
         let keys = CallerKeys::new(&["internal-key".into()], &["admin-key".into()]);
-        let role = keys.role_of(Some(&header));
-        let text = String::from_utf8_lossy(&header).to_ascii_lowercase();
-        if role != Role::Anonymous {
-            prop_assert!(text.starts_with("bearer "), "{text}");
-            prop_assert!(text.trim_end().ends_with("-key"), "{text}");
-        }
+        prop_assert_eq!(
+            keys.role_of(Some(&header)),
+            presented_role(Some(&header), &["internal-key"], &["admin-key"]),
+            "{:?}", String::from_utf8_lossy(&header)
+        );
     }
 
     #[test]
-    fn any_path_needs_a_role_and_unknown_wsauth_methods_need_admin(
-        method in "[A-Za-z]{0,20}",
-        service in prop_oneof![
-            Just("wsauth.v1.AuthService".to_string()),
-            Just("wsauth.v1.BroadcastService".to_string()),
-            Just("wsauth.v1.AdminService".to_string()),
-            "[a-z.]{0,20}",
+    fn any_path_needs_the_role_the_contract_lists(
+        path in prop_oneof![
+            prop::sample::select(CONTRACT_ROLES).prop_map(|(path, _)| path.to_string()),
+            (prop::sample::select(OPEN_SERVICES), "[A-Za-z]{0,20}")
+                .prop_map(|(service, method)| format!("{service}{method}")),
+            (
+                prop_oneof![
+                    Just("wsauth.v1.AuthService".to_string()),
+                    Just("wsauth.v1.BroadcastService".to_string()),
+                    Just("wsauth.v1.AdminService".to_string()),
+                    "[a-z.]{0,20}",
+                ],
+                "[A-Za-z]{0,20}",
+            )
+                .prop_map(|(service, method)| format!("/{service}/{method}")),
+            "\\PC{0,60}",
         ],
     ) {
-        let path = format!("/{service}/{method}");
-        let role = required_role(&path);
-        let known = [
-            "IssueWsToken", "ValidateToken", "VerifyJwt", "Subscribe", "History",
-        ];
-        if service.starts_with("wsauth.") && !known.contains(&method.as_str()) {
-            prop_assert_eq!(role, Role::Admin, "{}", path);
-        }
+        prop_assert_eq!(required_role(&path), contract_role(&path), "{}", path);
     }
 }
