@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::redis_node::{RedisNode, redis_cli, topology_dir, wait_for};
+use crate::redis_node::{RedisNode, redis_cli, topology_dir, wait_for, wait_until};
 
 /// The master name the sentinels monitor.
 pub const SENTINEL_MASTER: &str = "wsauth";
@@ -128,26 +128,85 @@ impl TestRedisSentinel {
         assert_eq!(redis_cli(self.master_port(), &["FLUSHALL"]), "OK");
     }
 
+    /// Waits until every sentinel names the same master, knows the replica
+    /// and the other two sentinels, and the replica's link to that master
+    /// is up. Which server is master is not assumed: on a loaded machine the
+    /// sentinels may fail the first one over while the deployment forms.
     fn wait_ready(&self, within: Duration) {
-        wait_for(
-            within,
-            "every sentinel knows the replica and the others",
-            || {
-                self.sentinels.iter().all(|s| {
-                    let info = s.cli(&["SENTINEL", "master", SENTINEL_MASTER]);
-                    let field = |name: &str| {
-                        let mut lines = info.lines();
-                        lines
-                            .position(|l| l.trim() == name)
-                            .and_then(|_| lines.next())
-                            .map(|v| v.trim().to_owned())
-                    };
-                    field("num-slaves").as_deref() == Some("1")
-                        && field("num-other-sentinels").as_deref() == Some("2")
-                }) && redis_cli(self.servers[1].port(), &["INFO", "replication"])
+        let ready = wait_until(within, || {
+            let views: Vec<SentinelView> = self.sentinels.iter().map(SentinelView::of).collect();
+            let Some(master) = views.first().and_then(|v| v.master) else {
+                return false;
+            };
+            views.iter().all(|v| {
+                v.master == Some(master)
+                    && v.replicas.as_deref() == Some("1")
+                    && v.other_sentinels.as_deref() == Some("2")
+            }) && self.servers.iter().filter(|s| s.port() != master).all(|s| {
+                s.cli(&["INFO", "replication"])
                     .contains("master_link_status:up")
-            },
+            })
+        });
+        assert!(
+            ready,
+            "timed out after {within:?} waiting until every sentinel knows the master, the replica and the others: {}",
+            self.describe()
         );
+    }
+
+    /// What each sentinel and server says, for a failure message.
+    fn describe(&self) -> String {
+        let sentinels = self.sentinels.iter().map(|s| {
+            let v = SentinelView::of(s);
+            format!(
+                "sentinel {}: master {:?}, replicas {:?}, other sentinels {:?}",
+                s.port(),
+                v.master,
+                v.replicas,
+                v.other_sentinels
+            )
+        });
+        let servers = self.servers.iter().map(|s| {
+            let info = s.cli(&["INFO", "replication"]);
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.trim().strip_prefix(name))
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            format!(
+                "server {}: role {}, link {}",
+                s.port(),
+                field("role:"),
+                field("master_link_status:")
+            )
+        });
+        sentinels.chain(servers).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// One sentinel's view of the monitored master.
+struct SentinelView {
+    master: Option<u16>,
+    replicas: Option<String>,
+    other_sentinels: Option<String>,
+}
+
+impl SentinelView {
+    fn of(sentinel: &RedisNode) -> Self {
+        let info = sentinel.cli(&["SENTINEL", "master", SENTINEL_MASTER]);
+        let field = |name: &str| {
+            let mut lines = info.lines();
+            lines
+                .position(|l| l.trim() == name)
+                .and_then(|_| lines.next())
+                .map(|v| v.trim().to_owned())
+        };
+        Self {
+            master: field("port").and_then(|p| p.parse().ok()),
+            replicas: field("num-slaves"),
+            other_sentinels: field("num-other-sentinels"),
+        }
     }
 }
 
