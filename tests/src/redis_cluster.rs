@@ -27,10 +27,10 @@ impl TestRedisCluster {
         let dir = topology_dir("cluster");
         let nodes: Vec<RedisNode> = (0..6)
             .map(|_| {
-                // The bus port is chosen too (default port + 10000 may not exist).
-                RedisNode::spawn(
-                    &dir,
-                    &[
+                // The bus port is chosen too (default port + 10000 may not
+                // exist), afresh with each attempt (it may be taken).
+                RedisNode::spawn_with(&dir, || {
+                    vec![
                         "--cluster-enabled".into(),
                         "yes".into(),
                         "--cluster-port".into(),
@@ -47,8 +47,8 @@ impl TestRedisCluster {
                         // "too old"), and the slots stay CLUSTERDOWN.
                         "--repl-diskless-sync-delay".into(),
                         "0".into(),
-                    ],
-                )
+                    ]
+                })
             })
             .collect();
         let addrs: Vec<String> = nodes

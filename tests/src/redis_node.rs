@@ -29,8 +29,16 @@ impl RedisNode {
     /// harness defaults (no persistence) followed by `extra` arguments, in
     /// its own directory under `root`; waits until it accepts connections.
     pub fn spawn(root: &Path, extra: &[String]) -> Self {
+        Self::spawn_with(root, || extra.to_vec())
+    }
+
+    /// As [`RedisNode::spawn`], with `extra` made anew for each attempt:
+    /// arguments that name ports of their own (a cluster bus port) must
+    /// change with the attempt, or a port held by another test's node would
+    /// fail every attempt alike.
+    pub fn spawn_with(root: &Path, extra: impl Fn() -> Vec<String>) -> Self {
         for _ in 0..20 {
-            if let Some(node) = Self::try_spawn(root, extra) {
+            if let Some(node) = Self::try_spawn(root, &extra()) {
                 return node;
             }
         }
