@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
+use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,10 +34,10 @@ use self::eviction::check_eviction;
 use self::reader::Reader;
 use self::script::LuaScript;
 pub use self::settings::{RedisSettings, TlsFiles, Topology};
-use self::stream::{APPEND, READ_AFTER, STREAM_END, flatten, parse_entries, text};
+use self::stream::{APPEND, READ_AFTER, STREAM_END, flatten};
 use self::token::{ISSUE_TOKEN, STAMP_TOKEN, STORE_TOKEN, TAKE_TOKEN, parse_cutoff};
 use super::{FANOUT_CAPACITY, IssueRequest, Live, RevocationState, Store, StoreError, TakenToken};
-use crate::event::{Event, EventChunk, EventId, NewEvent, new_epoch};
+use crate::event::{Event, EventChunk, EventId, NewEvent};
 use crate::ws_token::{TokenHash, TokenRecord};
 
 /// The stream and its epoch share the hash tag `{events}`: one slot, so the
@@ -364,52 +364,11 @@ impl Store for RedisStore {
     }
 
     async fn append(&self, event: NewEvent) -> Result<Event, StoreError> {
-        let mut invocation = self.inner.scripts.append.key(STREAM_KEY);
-        invocation
-            .key(EPOCH_KEY)
-            .arg(new_epoch())
-            .arg(self.inner.retention)
-            .arg(event.kind.tag())
-            .arg(event.user_id.as_deref().unwrap_or(""))
-            .arg(&event.data);
-        let (epoch, id): (String, String) = self
-            .call(|mut conn| async move {
-                let appended = invocation.invoke_async(&mut conn).await?;
-                self.replicate(&mut conn, STREAM_KEY).await?;
-                Ok(appended)
-            })
-            .await?;
-        let seq = id.parse().map_err(|_| corrupt("XADD id"))?;
-        Ok(Event {
-            id: EventId {
-                epoch: epoch.into(),
-                seq,
-            },
-            kind: event.kind,
-            user_id: event.user_id,
-            data: event.data,
-        })
+        self.append_event(event).await
     }
 
     async fn stream_end(&self) -> Result<EventId, StoreError> {
-        let mut invocation = self.inner.scripts.stream_end.key(STREAM_KEY);
-        invocation.key(EPOCH_KEY).arg(new_epoch());
-        let (epoch, last): (String, String) = self
-            .call(|mut conn| async move {
-                let (epoch, last, created): (String, String, bool) =
-                    invocation.invoke_async(&mut conn).await?;
-                // An epoch lost in a failover would start another with the
-                // next Publish: every subscriber told of a gap that lost nothing.
-                if created {
-                    self.replicate(&mut conn, EPOCH_KEY).await?;
-                }
-                Ok((epoch, last))
-            })
-            .await?;
-        Ok(EventId {
-            epoch: epoch.into(),
-            seq: last.parse().map_err(|_| corrupt("last generated id"))?,
-        })
+        self.stream_position().await
     }
 
     async fn read_after(
@@ -418,42 +377,7 @@ impl Store for RedisStore {
         count: usize,
         max_bytes: usize,
     ) -> Result<EventChunk, StoreError> {
-        let mut invocation = self.inner.scripts.read_after.key(STREAM_KEY);
-        invocation
-            .key(EPOCH_KEY)
-            .arg(after.seq.to_string())
-            .arg(count.max(1))
-            .arg(max_bytes);
-        let reply: Value = self
-            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await?;
-        let Value::Array(parts) = reply else {
-            return Err(corrupt("read script"));
-        };
-        let Ok([epoch, first_kept, last, entries, complete]) = <[Value; 5]>::try_from(parts) else {
-            return Err(corrupt("read script"));
-        };
-        let Some(epoch) = text(&epoch).filter(|s| !s.is_empty()) else {
-            return Ok(EventChunk {
-                complete: true,
-                ..EventChunk::default()
-            });
-        };
-        let first_kept = match text(&first_kept).filter(|s| !s.is_empty()) {
-            Some(id) => Some(id.parse().map_err(|_| corrupt("first retained id"))?),
-            None => None,
-        };
-        let last = text(&last)
-            .and_then(|id| id.parse().ok())
-            .ok_or_else(|| corrupt("last generated id"))?;
-        let events = parse_entries(entries)?;
-        Ok(EventChunk {
-            epoch: Some(epoch.to_owned()),
-            first_kept,
-            last,
-            events,
-            complete: matches!(complete, Value::Int(1)),
-        })
+        self.read_events_after(after, count, max_bytes).await
     }
 
     fn live(&self) -> Result<broadcast::Receiver<Live>, StoreError> {

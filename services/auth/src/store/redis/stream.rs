@@ -1,11 +1,13 @@
-//! The event stream in Redis: the scripts that append and read it, and the
-//! parsing of the entries they return.
+//! The event stream in Redis: the scripts that append and read it, the store's
+//! calls that run them, and the parsing of the entries they return.
 
 use redis::Value;
 
-use super::corrupt;
+use super::{EPOCH_KEY, RedisStore, STREAM_KEY, corrupt};
 use crate::error::StoreError;
-use crate::event::{Event, EventId, EventKind, StreamSeq};
+use crate::event::{Event, EventChunk, EventId, EventKind, NewEvent, StreamSeq, new_epoch};
+#[cfg(doc)]
+use crate::store::Store;
 
 /// Gets or creates the epoch, then appends the event carrying it.
 pub(super) const APPEND: &str = r"
@@ -107,6 +109,104 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return {epoch, last, created}
 ";
+
+impl RedisStore {
+    /// Publish's store step: appends `event`, replicated as configured.
+    pub(super) async fn append_event(&self, event: NewEvent) -> Result<Event, StoreError> {
+        let mut invocation = self.inner.scripts.append.key(STREAM_KEY);
+        invocation
+            .key(EPOCH_KEY)
+            .arg(new_epoch())
+            .arg(self.inner.retention)
+            .arg(event.kind.tag())
+            .arg(event.user_id.as_deref().unwrap_or(""))
+            .arg(&event.data);
+        let (epoch, id): (String, String) = self
+            .call(|mut conn| async move {
+                let appended = invocation.invoke_async(&mut conn).await?;
+                self.replicate(&mut conn, STREAM_KEY).await?;
+                Ok(appended)
+            })
+            .await?;
+        let seq = id.parse().map_err(|_| corrupt("XADD id"))?;
+        Ok(Event {
+            id: EventId {
+                epoch: epoch.into(),
+                seq,
+            },
+            kind: event.kind,
+            user_id: event.user_id,
+            data: event.data,
+        })
+    }
+
+    /// See [`Store::stream_end`].
+    pub(super) async fn stream_position(&self) -> Result<EventId, StoreError> {
+        let mut invocation = self.inner.scripts.stream_end.key(STREAM_KEY);
+        invocation.key(EPOCH_KEY).arg(new_epoch());
+        let (epoch, last): (String, String) = self
+            .call(|mut conn| async move {
+                let (epoch, last, created): (String, String, bool) =
+                    invocation.invoke_async(&mut conn).await?;
+                // An epoch lost in a failover would start another with the
+                // next Publish: every subscriber told of a gap that lost nothing.
+                if created {
+                    self.replicate(&mut conn, EPOCH_KEY).await?;
+                }
+                Ok((epoch, last))
+            })
+            .await?;
+        Ok(EventId {
+            epoch: epoch.into(),
+            seq: last.parse().map_err(|_| corrupt("last generated id"))?,
+        })
+    }
+
+    /// See [`Store::read_after`].
+    pub(super) async fn read_events_after(
+        &self,
+        after: &EventId,
+        count: usize,
+        max_bytes: usize,
+    ) -> Result<EventChunk, StoreError> {
+        let mut invocation = self.inner.scripts.read_after.key(STREAM_KEY);
+        invocation
+            .key(EPOCH_KEY)
+            .arg(after.seq.to_string())
+            .arg(count.max(1))
+            .arg(max_bytes);
+        let reply: Value = self
+            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(corrupt("read script"));
+        };
+        let Ok([epoch, first_kept, last, entries, complete]) = <[Value; 5]>::try_from(parts) else {
+            return Err(corrupt("read script"));
+        };
+        let Some(epoch) = text(&epoch).filter(|s| !s.is_empty()) else {
+            return Ok(EventChunk {
+                complete: true,
+                ..EventChunk::default()
+            });
+        };
+        let first_kept = match text(&first_kept).filter(|s| !s.is_empty()) {
+            Some(id) => Some(id.parse().map_err(|_| corrupt("first retained id"))?),
+            None => None,
+        };
+        let last = text(&last)
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| corrupt("last generated id"))?;
+        let events = parse_entries(entries)?;
+        Ok(EventChunk {
+            epoch: Some(epoch.to_owned()),
+            first_kept,
+            last,
+            events,
+            complete: matches!(complete, Value::Int(1)),
+        })
+    }
+}
 
 pub(super) fn text(value: &Value) -> Option<&str> {
     match value {
