@@ -34,7 +34,7 @@ use self::eviction::check_eviction;
 use self::reader::Reader;
 use self::script::LuaScript;
 pub use self::settings::{RedisSettings, TlsFiles, Topology};
-use self::stream::{APPEND, READ_AFTER, STREAM_END, flatten};
+use self::stream::{APPEND, POSITION, READ_AFTER, flatten};
 use self::token::{ISSUE_TOKEN, STAMP_TOKEN, STORE_TOKEN, TAKE_TOKEN, parse_cutoff};
 use super::{FANOUT_CAPACITY, IssueRequest, Live, RevocationState, Store, StoreError, TakenToken};
 use crate::event::{Event, EventChunk, EventId, NewEvent};
@@ -86,7 +86,7 @@ struct Scripts {
     revoke_user: LuaScript,
     append: LuaScript,
     read_after: LuaScript,
-    stream_end: LuaScript,
+    position: LuaScript,
 }
 
 impl RedisStore {
@@ -138,7 +138,7 @@ impl RedisStore {
                     revoke_user: LuaScript::new(REVOKE_USER),
                     append: LuaScript::new(APPEND),
                     read_after: LuaScript::new(READ_AFTER),
-                    stream_end: LuaScript::new(STREAM_END),
+                    position: LuaScript::new(POSITION),
                 },
             }),
         };
@@ -396,4 +396,15 @@ impl Store for RedisStore {
     fn live_ready(&self) -> watch::Receiver<bool> {
         self.inner.ready.clone()
     }
+}
+
+/// A plain connection to a test's own redis-server, for tests that run the
+/// scripts directly.
+#[cfg(test)]
+async fn test_connection(redis: &wsauth_tests::TestRedis) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .expect("a valid url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis-server answers")
 }

@@ -212,7 +212,7 @@ impl Reader {
     async fn start_position(&self, conn: &mut Conn) -> Result<(String, StreamSeq), StoreError> {
         let mut invocation = self.position_script.key(STREAM_KEY);
         invocation.key(EPOCH_KEY);
-        let (epoch, last): (String, String) =
+        let (epoch, last, _created): (String, String, bool) =
             tokio::time::timeout(self.timeout, invocation.invoke_async(conn))
                 .await
                 .map_err(|_| StoreError::Unavailable("redis call timed out".into()))?

@@ -107,11 +107,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_script_cache_gets_the_source_once_then_the_hash() {
         let redis = TestRedis::spawn();
-        let client = redis::Client::open(redis.url()).expect("a valid url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis-server answers");
+        let mut conn = super::super::test_connection(&redis).await;
         let script = LuaScript::new("return {KEYS[1], ARGV[1]}");
         for round in 0..2 {
             let _: () = redis::cmd("SCRIPT")

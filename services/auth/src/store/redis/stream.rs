@@ -74,28 +74,17 @@ while true do
 end
 ";
 
-/// Where the live reader starts: the epoch and the last id ever generated.
+/// Where the stream ends now: the epoch ('' when there is none), the last id
+/// ever generated (`0-0` before the first event), and 1 when the epoch was
+/// created here. Given a new epoch in ARGV[1] (a live subscriber's start), it
+/// creates the epoch when there is none, as APPEND would, so that a
+/// subscriber resuming from there is refused (OUT_OF_RANGE) if the epoch
+/// changes or trimming passes it, and no loss goes untold. Without ARGV[1]
+/// (the stream reader) it only reads.
 pub(super) const POSITION: &str = r"
 local epoch = redis.call('GET', KEYS[2])
-local last = '0-0'
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then last = info[i + 1] end
-  end
-end
-return {epoch or '', last}
-";
-
-/// Where a live subscriber starts: the epoch, created as APPEND would when
-/// there is none (ARGV[1]), the last id ever generated (`0-0` before the
-/// first event), and 1 when the epoch was created here. A subscriber resuming
-/// from there is refused (OUT_OF_RANGE) if the epoch changes or trimming
-/// passes it, so no loss goes untold.
-pub(super) const STREAM_END: &str = r"
-local epoch = redis.call('GET', KEYS[2])
 local created = 0
-if not epoch then
+if not epoch and ARGV[1] then
   epoch = ARGV[1]
   redis.call('SET', KEYS[2], epoch)
   created = 1
@@ -107,7 +96,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     if info[i] == 'last-generated-id' then last = info[i + 1] end
   end
 end
-return {epoch, last, created}
+return {epoch or '', last, created}
 ";
 
 impl RedisStore {
@@ -142,7 +131,7 @@ impl RedisStore {
 
     /// See [`Store::stream_end`].
     pub(super) async fn stream_position(&self) -> Result<EventId, StoreError> {
-        let mut invocation = self.inner.scripts.stream_end.key(STREAM_KEY);
+        let mut invocation = self.inner.scripts.position.key(STREAM_KEY);
         invocation.key(EPOCH_KEY).arg(new_epoch());
         let (epoch, last): (String, String) = self
             .call(|mut conn| async move {

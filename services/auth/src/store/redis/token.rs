@@ -228,11 +228,7 @@ mod tests {
     #[tokio::test]
     async fn the_records_the_scripts_store_decode() {
         let redis = TestRedis::spawn();
-        let client = redis::Client::open(redis.url()).expect("a valid url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis-server answers");
+        let mut conn = super::super::test_connection(&redis).await;
         for user in ["alice", "a user with spaces", "ünïcode 用户"] {
             let issue_key = format!("issue:{user}");
             let issued: u64 = Script::new(ISSUE_TOKEN)
