@@ -109,43 +109,37 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// `tracing::info!` with the current connection's `conn_id` and `user_id`.
-macro_rules! conn_info {
-    ($($rest:tt)+) => {
+/// `tracing::event!` at `$level` with the current connection's `conn_id`
+/// and `user_id`; the level macros below are this at one level.
+macro_rules! conn_event {
+    ($level:expr, $($rest:tt)+) => {
         $crate::session::conn_log::with_current(|conn_id, user_id| {
-            ::tracing::info!(conn_id, user_id, $($rest)+)
+            ::tracing::event!($level, conn_id, user_id, $($rest)+)
         })
     };
+}
+
+/// `tracing::info!` with the current connection's `conn_id` and `user_id`.
+macro_rules! conn_info {
+    ($($rest:tt)+) => { $crate::session::conn_log::conn_event!(::tracing::Level::INFO, $($rest)+) };
 }
 
 /// `tracing::warn!` with the current connection's `conn_id` and `user_id`.
 macro_rules! conn_warn {
-    ($($rest:tt)+) => {
-        $crate::session::conn_log::with_current(|conn_id, user_id| {
-            ::tracing::warn!(conn_id, user_id, $($rest)+)
-        })
-    };
+    ($($rest:tt)+) => { $crate::session::conn_log::conn_event!(::tracing::Level::WARN, $($rest)+) };
 }
 
 /// `tracing::error!` with the current connection's `conn_id` and `user_id`.
 macro_rules! conn_error {
-    ($($rest:tt)+) => {
-        $crate::session::conn_log::with_current(|conn_id, user_id| {
-            ::tracing::error!(conn_id, user_id, $($rest)+)
-        })
-    };
+    ($($rest:tt)+) => { $crate::session::conn_log::conn_event!(::tracing::Level::ERROR, $($rest)+) };
 }
 
 /// `tracing::debug!` with the current connection's `conn_id` and `user_id`.
 macro_rules! conn_debug {
-    ($($rest:tt)+) => {
-        $crate::session::conn_log::with_current(|conn_id, user_id| {
-            ::tracing::debug!(conn_id, user_id, $($rest)+)
-        })
-    };
+    ($($rest:tt)+) => { $crate::session::conn_log::conn_event!(::tracing::Level::DEBUG, $($rest)+) };
 }
 
-pub(crate) use {conn_debug, conn_error, conn_info, conn_warn};
+pub(crate) use {conn_debug, conn_error, conn_event, conn_info, conn_warn};
 
 #[cfg(test)]
 mod tests {
