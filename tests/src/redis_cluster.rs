@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::redis_node::{RedisNode, pick_port, redis_cli, topology_dir, wait_until};
+use crate::redis_node::{RedisNode, info_field, pick_port, redis_cli, topology_dir, wait_until};
 
 /// How long a node may be unreachable before the cluster fails it over:
 /// short, so failover tests finish quickly.
@@ -125,14 +125,13 @@ impl TestRedisCluster {
     /// masters serve, and every running replica has synced with its master
     /// (only a synced replica can take over when its master is killed).
     pub fn wait_healthy(&self, within: Duration) {
-        let healthy = wait_until(within, || {
-            self.nodes.iter().filter(|n| n.is_running()).all(|n| {
-                n.cli(&["CLUSTER", "INFO"])
-                    .lines()
-                    .any(|l| l.trim() == "cluster_state:ok")
-            }) && self.master_ports().len() == 3
-                && self.replicas_synced()
-        });
+        let healthy =
+            wait_until(within, || {
+                self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                    info_field(&n.cli(&["CLUSTER", "INFO"]), "cluster_state") == Some("ok")
+                }) && self.master_ports().len() == 3
+                    && self.replicas_synced()
+            });
         assert!(
             healthy,
             "timed out after {within:?} waiting until the cluster serves every slot and every replica is synced: {}",
@@ -143,12 +142,7 @@ impl TestRedisCluster {
     /// Each running node's cluster state, role and replication link, for a
     /// failure message.
     fn describe(&self) -> String {
-        let field = |text: &str, name: &str| {
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix(name))
-                .unwrap_or("?")
-                .to_owned()
-        };
+        let field = |text: &str, name: &str| info_field(text, name).unwrap_or("?").to_owned();
         self.nodes
             .iter()
             .filter(|n| n.is_running())
@@ -158,10 +152,10 @@ impl TestRedisCluster {
                 format!(
                     "{}: state {}, known nodes {}, role {}, link {}",
                     n.port(),
-                    field(&info, "cluster_state:"),
-                    field(&info, "cluster_known_nodes:"),
-                    field(&replication, "role:"),
-                    field(&replication, "master_link_status:"),
+                    field(&info, "cluster_state"),
+                    field(&info, "cluster_known_nodes"),
+                    field(&replication, "role"),
+                    field(&replication, "master_link_status"),
                 )
             })
             .collect::<Vec<_>>()

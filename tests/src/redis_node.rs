@@ -185,6 +185,15 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
     out.trim().to_owned()
 }
 
+/// The value of `name:` in an `INFO` or `CLUSTER INFO` reply.
+pub(crate) fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+    })
+}
+
 /// Polls `condition` every 50 ms until it holds; panics naming `what` after `within`.
 pub fn wait_for(within: Duration, what: &str, condition: impl FnMut() -> bool) {
     assert!(

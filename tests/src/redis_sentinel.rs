@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::redis_node::{RedisNode, redis_cli, topology_dir, wait_for, wait_until};
+use crate::redis_node::{RedisNode, info_field, redis_cli, topology_dir, wait_for, wait_until};
 
 /// The master name the sentinels monitor.
 pub const SENTINEL_MASTER: &str = "wsauth";
@@ -168,17 +168,11 @@ impl TestRedisSentinel {
         });
         let servers = self.servers.iter().map(|s| {
             let info = s.cli(&["INFO", "replication"]);
-            let field = |name: &str| {
-                info.lines()
-                    .find_map(|l| l.trim().strip_prefix(name))
-                    .unwrap_or("?")
-                    .to_owned()
-            };
             format!(
                 "server {}: role {}, link {}",
                 s.port(),
-                field("role:"),
-                field("master_link_status:")
+                info_field(&info, "role").unwrap_or("?"),
+                info_field(&info, "master_link_status").unwrap_or("?")
             )
         });
         sentinels.chain(servers).collect::<Vec<_>>().join("; ")
